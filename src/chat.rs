@@ -1,0 +1,74 @@
+//! The chat service: starts the hub and gives each connection a client thread.
+
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::connection;
+use crate::error::Error;
+use crate::hub::{self, Event, HubLimits};
+use crate::server::{Connection, Service};
+
+/// Events that may wait for the hub before client threads block on sending. Blocking is
+/// the point: a client that floods faster than the hub routes is slowed by TCP backpressure
+/// instead of growing a queue.
+const HUB_QUEUE_CAPACITY: usize = 1024;
+
+/// The chat room of the chapter: every line goes to everyone else.
+pub struct Chat {
+    events: Sender<Event>,
+    hub_thread: Mutex<Option<JoinHandle<()>>>,
+    max_line: usize,
+}
+
+impl Chat {
+    /// Starts the hub thread.
+    pub fn start(config: &Config) -> Result<Chat, Error> {
+        let (events, receiver) = crossbeam_channel::bounded(HUB_QUEUE_CAPACITY);
+        let limits = HubLimits {
+            max_line: config.max_line,
+            max_pending: config.max_pending,
+        };
+        let hub_thread = thread::Builder::new()
+            .name(String::from("hub"))
+            .spawn(move || hub::run(receiver, limits))
+            .map_err(|source| Error::Thread {
+                name: "hub",
+                source,
+            })?;
+        Ok(Chat {
+            events,
+            hub_thread: Mutex::new(Some(hub_thread)),
+            max_line: config.max_line,
+        })
+    }
+}
+
+impl Service for Chat {
+    fn serve(&self, connection: Connection) {
+        connection::serve_client(connection, &self.events, self.max_line);
+    }
+
+    fn begin_drain(&self) {
+        let _ = self.events.send(Event::Draining);
+    }
+
+    fn close_all(&self) {
+        let (done, finished) = crossbeam_channel::bounded(1);
+        if self.events.send(Event::CloseAll { done }).is_ok() {
+            let _ = finished.recv();
+        }
+    }
+
+    fn finish(&self) -> Result<(), Error> {
+        let _ = self.events.send(Event::Stop);
+        if let Some(hub_thread) = self.hub_thread.lock().take()
+            && let Err(panic) = hub_thread.join()
+        {
+            std::panic::resume_unwind(panic);
+        }
+        Ok(())
+    }
+}

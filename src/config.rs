@@ -1,0 +1,72 @@
+//! Every setting and limit in one place, with its default and the reason for it.
+
+use std::time::Duration;
+
+/// Settings shared by every subcommand: where to listen, socket options, limits, shutdown.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address or host name to listen on. Default `0.0.0.0` (every IPv4 interface);
+    /// `::` listens on IPv6 and IPv4 both.
+    pub host: String,
+    /// Port to listen on. Default 4001, the chapter's port; 0 picks a free one.
+    pub port: u16,
+    /// Most connections served at once; one more is told `! server full` and closed.
+    /// Default 1000: a large classroom with room to spare, far below the thread ceiling.
+    pub max_clients: usize,
+    /// Close a connection that sends nothing for this long. Default `None` (never), as in
+    /// the chapter, where `socket.setTimeout` is opt-in.
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time, so a peer that vanished without a FIN is noticed.
+    /// Default 60 s; `None` turns keepalive off.
+    pub keepalive: Option<Duration>,
+    /// Leave Nagle's algorithm on. Default false: chat lines are small and latency matters,
+    /// so TCP_NODELAY is set.
+    pub nagle: bool,
+    /// Longest line in bytes, line ending excluded. Default 4096: several screens of text,
+    /// and the most a client's unfinished line can hold in server memory.
+    pub max_line: usize,
+    /// Most output a chat client may have queued beyond its kernel send buffer before it is
+    /// disconnected as a slow consumer. Default 1 MiB: thousands of lines of slack for a
+    /// briefly stalled reader, bounded so one stuck client cannot grow the server.
+    pub max_pending: usize,
+    /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
+    pub once: bool,
+    /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
+    /// formatted line, unwinding a panic) needs a fraction of it, and small stacks let
+    /// thousands of clients fit in memory.
+    pub thread_stack_size: usize,
+}
+
+/// The port the chapter's chat server listens on.
+pub const DEFAULT_PORT: u16 = 4001;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: String::from("0.0.0.0"),
+            port: DEFAULT_PORT,
+            max_clients: 1000,
+            idle_timeout: None,
+            keepalive: Some(Duration::from_secs(60)),
+            nagle: false,
+            max_line: 4096,
+            max_pending: 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            once: false,
+            thread_stack_size: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and embedding: 127.0.0.1 on a free port, other values default.
+    pub fn localhost() -> Self {
+        Config {
+            host: String::from("127.0.0.1"),
+            port: 0,
+            ..Config::default()
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! One chat client's thread: reads lines, parses them, hands them to the hub, and makes
+//! sure the hub hears exactly once that the client left, however the thread ends.
+
+use std::io::{self, Read};
+
+use crossbeam_channel::Sender;
+use log::debug;
+
+use crate::error::describe;
+use crate::hub::{Event, LeaveReason};
+use crate::protocol::{self, Decoded, Input, LineDecoder};
+use crate::server::Connection;
+use crate::shutdown::ConnectionId;
+
+/// Bytes read per system call. A page: enough for a burst of lines, small on the stack.
+const READ_CHUNK: usize = 4096;
+
+/// Serves one chat client until it quits, closes, idles out or is closed by the hub.
+pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line: usize) {
+    let Connection {
+        id, stream, peer, ..
+    } = connection;
+    let joined = Event::Joined {
+        id,
+        stream: stream.clone(),
+        peer,
+    };
+    if hub.send(joined).is_err() {
+        return;
+    }
+    let mut presence = Presence {
+        id,
+        hub,
+        reason: LeaveReason::ConnectionClosed,
+    };
+    let mut decoder = LineDecoder::new(max_line);
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        let mut inputs = Vec::new();
+        let ended = match (&*stream).read(&mut chunk) {
+            Ok(0) => {
+                decoder.finish(|item| collect_input(item, &mut inputs));
+                true
+            }
+            Ok(read) => {
+                decoder.feed(&chunk[..read], |item| collect_input(item, &mut inputs));
+                false
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                presence.reason = LeaveReason::IdleTimeout;
+                return;
+            }
+            Err(error) => {
+                debug!("#{id} ({peer}): read failed: {}", describe(&error));
+                return;
+            }
+        };
+        let quit = take_quit(&mut inputs);
+        if !inputs.is_empty() && hub.send(Event::Inputs { id, inputs }).is_err() {
+            return;
+        }
+        if let Some(reason) = quit {
+            presence.reason = LeaveReason::Quit(reason);
+            return;
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {
+    let input = match item {
+        Decoded::Line(raw) => protocol::parse_line(&protocol::sanitize(raw)),
+        Decoded::TooLong => Some(Input::TooLong),
+    };
+    inputs.extend(input);
+}
+
+/// Cuts the inputs at the first `/quit`: lines before it are delivered, lines after it are
+/// not (the client asked to leave). Returns the quit's reason.
+fn take_quit(inputs: &mut Vec<Input>) -> Option<Option<String>> {
+    let position = inputs
+        .iter()
+        .position(|input| matches!(input, Input::Quit(_)))?;
+    match inputs.drain(position..).next() {
+        Some(Input::Quit(reason)) => Some(reason),
+        _ => None,
+    }
+}
+
+/// The client's place in the chat: dropping it tells the hub the client left, exactly once.
+struct Presence<'a> {
+    id: ConnectionId,
+    hub: &'a Sender<Event>,
+    reason: LeaveReason,
+}
+
+impl Drop for Presence<'_> {
+    fn drop(&mut self) {
+        let reason = std::mem::replace(&mut self.reason, LeaveReason::ConnectionClosed);
+        let _ = self.hub.send(Event::Left {
+            id: self.id,
+            reason,
+        });
+    }
+}

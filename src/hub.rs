@@ -1,0 +1,637 @@
+//! The broadcaster: the one thread that owns the client list.
+//!
+//! Client threads send it [`Event`]s on one bounded channel; it routes lines and writes to
+//! every socket itself with non-blocking sends, so a client that stops reading only ever
+//! fills its own [`Outbox`] and never delays anyone else. Each wake-up drains every queued
+//! event first and then gives each client one `writev` for all of its new lines.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info};
+use socket2::SockRef;
+
+use crate::error::describe;
+use crate::protocol::{self, Input, NickError};
+use crate::server::SEND_NOW;
+use crate::shutdown::ConnectionId;
+
+/// While some client has output the kernel would not take, retry this often.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// Events handled per wake-up before writing, so a flood of input cannot postpone output
+/// indefinitely.
+const MAX_EVENTS_PER_WAKEUP: usize = 4096;
+/// Lines passed to one `writev` (the kernel takes up to 1024; 64 lines fill a send buffer
+/// chunk without a large array on the stack).
+const MAX_SLICES_PER_SEND: usize = 64;
+/// At shutdown, how long the hub tries to deliver pending output and the goodbye line to
+/// clients that are slow to read, before closing them regardless.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A line formatted once and shared by every recipient's outbox.
+type Line = Arc<[u8]>;
+
+/// What client threads and the chat service tell the hub.
+pub(crate) enum Event {
+    /// A connection arrived; the hub names it `guest-ID` and welcomes it.
+    Joined {
+        id: ConnectionId,
+        stream: Arc<TcpStream>,
+        peer: SocketAddr,
+    },
+    /// Everything one read from a client produced, in order.
+    Inputs {
+        id: ConnectionId,
+        inputs: Vec<Input>,
+    },
+    /// The client's thread ended; sent exactly once per client.
+    Left {
+        id: ConnectionId,
+        reason: LeaveReason,
+    },
+    /// The server stopped accepting; clients may go on chatting.
+    Draining,
+    /// The drain timeout passed: deliver what is pending, say goodbye, close everyone.
+    CloseAll { done: Sender<()> },
+    /// Every client thread has ended: return.
+    Stop,
+}
+
+/// Why a client left, as shown to the others in `* nick left (REASON)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaveReason {
+    Quit(Option<String>),
+    ConnectionClosed,
+    IdleTimeout,
+    SlowConsumer,
+    ServerShutdown,
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaveReason::Quit(None) => f.write_str("quit"),
+            LeaveReason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
+            LeaveReason::ConnectionClosed => f.write_str("connection closed"),
+            LeaveReason::IdleTimeout => f.write_str("idle timeout"),
+            LeaveReason::SlowConsumer => f.write_str("slow consumer"),
+            LeaveReason::ServerShutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Limits the hub enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    pub max_line: usize,
+    pub max_pending: usize,
+}
+
+/// Runs the hub on the current thread until [`Event::Stop`].
+pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
+    let mut hub = Hub {
+        clients: HashMap::new(),
+        nick_owners: HashMap::new(),
+        limits,
+        draining: false,
+        notices: NoticeBatch::default(),
+        delivery: Delivery {
+            max_pending: limits.max_pending,
+            dirty: Vec::new(),
+            slow: Vec::new(),
+        },
+    };
+    loop {
+        let first = if hub.delivery.dirty.is_empty() {
+            match events.recv() {
+                Ok(event) => Some(event),
+                Err(_) => return,
+            }
+        } else {
+            match events.recv_timeout(RETRY_INTERVAL) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let mut stop = false;
+        if let Some(event) = first {
+            stop = hub.handle(event);
+            for event in events.try_iter().take(MAX_EVENTS_PER_WAKEUP) {
+                if stop {
+                    break;
+                }
+                stop = hub.handle(event);
+            }
+        }
+        hub.flush_notices();
+        hub.send_pending_output();
+        if stop {
+            return;
+        }
+    }
+}
+
+struct Hub {
+    clients: HashMap<ConnectionId, Client>,
+    /// Lower-cased nick to its owner, for uniqueness ignoring case and for `/msg`.
+    nick_owners: HashMap<String, ConnectionId>,
+    limits: HubLimits,
+    draining: bool,
+    notices: NoticeBatch,
+    delivery: Delivery,
+}
+
+/// Bookkeeping of what has been queued since the last send.
+struct Delivery {
+    max_pending: usize,
+    /// Clients with output not yet handed to the kernel.
+    dirty: Vec<ConnectionId>,
+    /// Clients whose outbox passed `max_pending`, to be disconnected.
+    slow: Vec<ConnectionId>,
+}
+
+struct Client {
+    nick: String,
+    peer: SocketAddr,
+    stream: Arc<TcpStream>,
+    outbox: Outbox,
+    is_dirty: bool,
+}
+
+impl Hub {
+    /// Handles one event; returns true on `Stop`.
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Joined { id, stream, peer } => self.join(id, stream, peer),
+            Event::Inputs { id, inputs } => {
+                for input in inputs {
+                    self.handle_input(id, input);
+                }
+            }
+            Event::Left { id, reason } => {
+                let farewell = match &reason {
+                    LeaveReason::IdleTimeout => Some("* idle timeout, disconnecting, bye!"),
+                    LeaveReason::Quit(_) => Some("* bye!"),
+                    _ => None,
+                };
+                self.remove(id, reason, farewell);
+            }
+            Event::Draining => {
+                self.draining = true;
+                self.broadcast(line("* server is shutting down"), None);
+            }
+            Event::CloseAll { done } => {
+                self.close_all();
+                let _ = done.send(());
+            }
+            Event::Stop => return true,
+        }
+        false
+    }
+
+    fn join(&mut self, id: ConnectionId, stream: Arc<TcpStream>, peer: SocketAddr) {
+        let nick = protocol::guest_nick(id);
+        info!("{nick} joined from {peer}");
+        if !self.notices.is_empty() && !self.notices.joined {
+            // Leaves that happened before this client came are not its business.
+            self.flush_notices();
+        }
+        self.nick_owners.insert(nick.to_ascii_lowercase(), id);
+        self.clients.insert(
+            id,
+            Client {
+                nick: nick.clone(),
+                peer,
+                stream,
+                outbox: Outbox::default(),
+                is_dirty: false,
+            },
+        );
+        let online = self.clients.len();
+        let others = if online == 1 {
+            String::from("you are the only one here")
+        } else {
+            format!("{online} online")
+        };
+        // The welcome skips the notice batch: the joiner is not among its recipients.
+        self.queue(
+            id,
+            line(format!(
+                "* welcome, {nick}! {others}. Type /help for commands."
+            )),
+        );
+        if self.draining {
+            self.queue(id, line("* server is shutting down"));
+        }
+        self.notices.add(
+            NoticeKind::Joined,
+            id,
+            nick,
+            &mut self.clients,
+            &mut self.delivery,
+        );
+    }
+
+    fn handle_input(&mut self, id: ConnectionId, input: Input) {
+        let Some(nick) = self.clients.get(&id).map(|c| c.nick.clone()) else {
+            return; // already removed (slow consumer); its last lines go nowhere
+        };
+        match input {
+            Input::Message(text) => self.broadcast(line(format!("[{nick}] {text}")), Some(id)),
+            Input::Me(action) => self.broadcast(line(format!("* {nick} {action}")), Some(id)),
+            Input::Nick(new_nick) => self.rename(id, &nick, new_nick),
+            Input::Who => {
+                let mut nicks: Vec<&str> = self.clients.values().map(|c| c.nick.as_str()).collect();
+                nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+                let text = format!("* online ({}): {}", nicks.len(), nicks.join(", "));
+                self.reply(id, text);
+            }
+            Input::Private { to, text } => {
+                match self.nick_owners.get(&to.to_ascii_lowercase()).copied() {
+                    Some(target) => {
+                        let target_nick = self.clients[&target].nick.clone();
+                        self.flush_notices();
+                        self.queue(target, line(format!("[{nick} -> you] {text}")));
+                        self.queue(id, line(format!("[you -> {target_nick}] {text}")));
+                    }
+                    None => self.reply(id, format!("! no such nick: {to}")),
+                }
+            }
+            Input::Help => {
+                self.flush_notices();
+                self.queue(id, Arc::from(protocol::HELP.as_bytes()));
+            }
+            Input::Usage(usage) => self.reply(id, format!("! usage: {usage}")),
+            Input::Unknown(command) => {
+                self.reply(id, format!("! unknown command: /{command} (try /help)"))
+            }
+            Input::TooLong => self.reply(
+                id,
+                format!(
+                    "! line too long (over {} bytes), dropped",
+                    self.limits.max_line
+                ),
+            ),
+            // The client thread turns /quit into Left; nothing to do if one slips through.
+            Input::Quit(_) => {}
+        }
+    }
+
+    fn rename(&mut self, id: ConnectionId, old_nick: &str, new_nick: String) {
+        match protocol::validate_nick(&new_nick) {
+            Err(NickError::Invalid) => {
+                return self.reply(
+                    id,
+                    String::from("! invalid nick: use 1 to 20 of A-Z a-z 0-9 _ -"),
+                );
+            }
+            Err(NickError::Reserved) => {
+                return self.reply(
+                    id,
+                    String::from("! nicks starting with guest- are reserved"),
+                );
+            }
+            Ok(()) => {}
+        }
+        let new_key = new_nick.to_ascii_lowercase();
+        if let Some(&owner) = self.nick_owners.get(&new_key)
+            && owner != id
+        {
+            return self.reply(id, format!("! nick {new_nick} is taken"));
+        }
+        self.nick_owners.remove(&old_nick.to_ascii_lowercase());
+        self.nick_owners.insert(new_key, id);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.nick = new_nick.clone();
+            info!("{old_nick} ({}) is now {new_nick}", client.peer);
+        }
+        self.reply(id, format!("* you are now {new_nick}"));
+        self.broadcast(line(format!("* {old_nick} is now {new_nick}")), Some(id));
+    }
+
+    /// Removes a client: says `farewell` to it if given, closes it, and tells the others.
+    fn remove(&mut self, id: ConnectionId, reason: LeaveReason, farewell: Option<&str>) {
+        let Some(mut client) = self.clients.remove(&id) else {
+            return; // already removed by the hub itself
+        };
+        self.nick_owners.remove(&client.nick.to_ascii_lowercase());
+        if let Some(farewell) = farewell {
+            client.outbox.push(line(farewell));
+        }
+        if reason != LeaveReason::SlowConsumer {
+            let _ = client.outbox.send_available(&client.stream);
+        }
+        // Wakes the client's thread if it is still reading; queued bytes still go out.
+        let _ = client.stream.shutdown(Shutdown::Both);
+        info!("{} ({}) left: {reason}", client.nick, client.peer);
+        self.notices.add(
+            NoticeKind::Left(reason),
+            id,
+            client.nick,
+            &mut self.clients,
+            &mut self.delivery,
+        );
+    }
+
+    fn reply(&mut self, id: ConnectionId, text: String) {
+        self.flush_notices();
+        self.queue(id, line(text));
+    }
+
+    fn broadcast(&mut self, line: Line, except: Option<ConnectionId>) {
+        self.flush_notices();
+        deliver(&mut self.clients, &mut self.delivery, &line, except);
+        self.remove_slow_consumers();
+    }
+
+    fn queue(&mut self, id: ConnectionId, line: Line) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            push_to(client, id, &mut self.delivery, line);
+        }
+        self.remove_slow_consumers();
+    }
+
+    fn flush_notices(&mut self) {
+        let notices = std::mem::take(&mut self.notices);
+        notices.send(&mut self.clients, &mut self.delivery);
+        self.remove_slow_consumers();
+    }
+
+    /// Gives each client with new output one non-blocking send; keeps the ones the kernel
+    /// could not take in full for the next wake-up.
+    fn send_pending_output(&mut self) {
+        let mut still_dirty = Vec::new();
+        let mut closed = Vec::new();
+        for id in std::mem::take(&mut self.delivery.dirty) {
+            let Some(client) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            match client.outbox.send_available(&client.stream) {
+                Ok(()) if client.outbox.is_empty() => client.is_dirty = false,
+                Ok(()) => still_dirty.push(id),
+                Err(error) => {
+                    debug!("{}: write failed: {}", client.nick, describe(&error));
+                    closed.push(id);
+                }
+            }
+        }
+        self.delivery.dirty = still_dirty;
+        for id in closed {
+            self.remove(id, LeaveReason::ConnectionClosed, None);
+        }
+        self.remove_slow_consumers();
+        if !self.notices.is_empty() {
+            self.flush_notices();
+        }
+    }
+
+    fn remove_slow_consumers(&mut self) {
+        while let Some(id) = self.delivery.slow.pop() {
+            self.remove(id, LeaveReason::SlowConsumer, None);
+        }
+    }
+
+    /// The end of the drain: every client gets its pending output and a goodbye line
+    /// (within FINAL_FLUSH_TIMEOUT), then is closed.
+    fn close_all(&mut self) {
+        self.flush_notices();
+        let goodbye = line("* server closed, bye!");
+        for client in self.clients.values_mut() {
+            client.outbox.push(Arc::clone(&goodbye));
+        }
+        let deadline = Instant::now() + FINAL_FLUSH_TIMEOUT;
+        loop {
+            let mut waiting = Vec::new();
+            for client in self.clients.values_mut() {
+                if client.outbox.send_available(&client.stream).is_err() {
+                    client.outbox.clear();
+                }
+                if !client.outbox.is_empty() {
+                    waiting.push(&*client.stream);
+                }
+            }
+            let now = Instant::now();
+            if waiting.is_empty() || now >= deadline {
+                break;
+            }
+            wait_until_writable(&waiting, deadline - now);
+        }
+        for (_, client) in self.clients.drain() {
+            let _ = client.stream.shutdown(Shutdown::Both);
+            info!(
+                "{} ({}) left: {}",
+                client.nick,
+                client.peer,
+                LeaveReason::ServerShutdown
+            );
+        }
+        self.nick_owners.clear();
+        self.delivery.dirty.clear();
+        self.delivery.slow.clear();
+    }
+}
+
+/// Blocks until one of `streams` can take more output, or `timeout` passes.
+fn wait_until_writable(streams: &[&TcpStream], timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = streams
+        .iter()
+        .map(|stream| libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        })
+        .collect();
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis.max(1)) };
+}
+
+fn line(text: impl Into<String>) -> Line {
+    let mut text = text.into();
+    text.push('\n');
+    Arc::from(text.into_bytes())
+}
+
+fn deliver(
+    clients: &mut HashMap<ConnectionId, Client>,
+    delivery: &mut Delivery,
+    line: &Line,
+    except: Option<ConnectionId>,
+) {
+    for (&id, client) in clients.iter_mut() {
+        if Some(id) != except {
+            push_to(client, id, delivery, Arc::clone(line));
+        }
+    }
+}
+
+fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, line: Line) {
+    if client.outbox.overflowed {
+        return;
+    }
+    client.outbox.push(line);
+    if client.outbox.queued > delivery.max_pending {
+        // Before calling it slow, let the kernel take what it can: a burst larger than
+        // max_pending within one wake-up is not the client's fault.
+        let sent = client.outbox.send_available(&client.stream);
+        if sent.is_err() || client.outbox.queued > delivery.max_pending {
+            client.outbox.clear();
+            client.outbox.overflowed = true;
+            delivery.slow.push(id);
+            return;
+        }
+    }
+    if !client.is_dirty {
+        client.is_dirty = true;
+        delivery.dirty.push(id);
+    }
+}
+
+/// Output for one client that its kernel send buffer has not taken yet.
+#[derive(Default)]
+struct Outbox {
+    lines: VecDeque<Line>,
+    /// Bytes of the front line already sent.
+    front_sent: usize,
+    /// Bytes queued and not yet sent.
+    queued: usize,
+    /// Passed `max_pending`: the client is to be disconnected as a slow consumer.
+    overflowed: bool,
+}
+
+impl Outbox {
+    fn push(&mut self, line: Line) {
+        self.queued += line.len();
+        self.lines.push_back(line);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.lines = VecDeque::new();
+        self.front_sent = 0;
+        self.queued = 0;
+    }
+
+    /// Sends what the kernel takes right now, without blocking.
+    fn send_available(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let socket = SockRef::from(stream);
+        while !self.lines.is_empty() {
+            let result = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_SEND];
+                let mut count = 0;
+                for (slot, line) in slices.iter_mut().zip(&self.lines) {
+                    let start = if count == 0 { self.front_sent } else { 0 };
+                    *slot = IoSlice::new(&line[start..]);
+                    count += 1;
+                }
+                socket.send_vectored_with_flags(&slices[..count], SEND_NOW)
+            };
+            match result {
+                Ok(sent) => self.advance(sent),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if self.lines.is_empty() && self.lines.capacity() > MAX_SLICES_PER_SEND {
+            // A burst is over: give its memory back.
+            self.lines = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, mut sent: usize) {
+        self.queued -= sent;
+        while sent > 0 {
+            let Some(front) = self.lines.front() else {
+                break;
+            };
+            let left_in_front = front.len() - self.front_sent;
+            if sent < left_in_front {
+                self.front_sent += sent;
+                return;
+            }
+            sent -= left_in_front;
+            self.front_sent = 0;
+            self.lines.pop_front();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NoticeKind {
+    Joined,
+    Left(LeaveReason),
+}
+
+/// Join or leave notices of one wake-up, sent as one line. When hundreds join at once,
+/// telling everyone about each of them would be quadratic: this keeps it one line each.
+#[derive(Default)]
+struct NoticeBatch {
+    joined: bool,
+    /// Up to three names shown, with the reason for leaves.
+    shown: Vec<String>,
+    total: usize,
+    first: Option<(ConnectionId, NoticeKind, String)>,
+}
+
+impl NoticeBatch {
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Adds an arrival or departure; a change of kind sends what was collected first,
+    /// so joins and leaves are seen in the order they happened.
+    fn add(
+        &mut self,
+        kind: NoticeKind,
+        id: ConnectionId,
+        nick: String,
+        clients: &mut HashMap<ConnectionId, Client>,
+        delivery: &mut Delivery,
+    ) {
+        let joined = kind == NoticeKind::Joined;
+        if !self.is_empty() && self.joined != joined {
+            std::mem::take(self).send(clients, delivery);
+        }
+        self.joined = joined;
+        if self.shown.len() < 3 {
+            self.shown.push(match &kind {
+                NoticeKind::Joined => nick.clone(),
+                NoticeKind::Left(reason) => format!("{nick} ({reason})"),
+            });
+        }
+        if self.total == 0 {
+            self.first = Some((id, kind, nick));
+        }
+        self.total += 1;
+    }
+
+    fn send(self, clients: &mut HashMap<ConnectionId, Client>, delivery: &mut Delivery) {
+        let Some((first_id, first_kind, first_nick)) = self.first else {
+            return;
+        };
+        let (text, except) = match (self.total, first_kind) {
+            (1, NoticeKind::Joined) => (format!("* {first_nick} joined"), Some(first_id)),
+            (1, NoticeKind::Left(reason)) => (format!("* {first_nick} left ({reason})"), None),
+            (total, _) => {
+                let verb = if self.joined { "joined" } else { "left" };
+                (
+                    format!("* {} {verb}", protocol::name_list(&self.shown, total)),
+                    None,
+                )
+            }
+        };
+        deliver(clients, delivery, &line(text), except);
+    }
+}

@@ -1,0 +1,49 @@
+//! tcpchat: a TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`,
+//! plus the chapter's echo, dump and send servers on the same listener.
+//!
+//! One OS thread per connection, blocking reads; one hub thread owns the chat's client
+//! list and does every write, non-blocking, so a stalled client only fills its own outbox.
+//!
+//! ```text
+//!             ┌──────────── server.rs ────────────┐
+//!  TCP ──> acceptor ──spawn──> connection thread ─┼─ events ─> hub (chat)   ─writev─> clients
+//!             │                 (connection.rs)   │            (hub.rs)
+//!  Ctrl-C ──> supervisor: stop accepting, drain, close, join (shutdown.rs)
+//! ```
+//!
+//! Subcommands are [`Service`]s: chat.rs, echo.rs, dump.rs and send.rs. protocol.rs is
+//! pure code (decoding, sanitising, commands) and config.rs holds every limit.
+
+pub mod chat;
+pub mod config;
+mod connection;
+pub mod error;
+mod hub;
+pub mod protocol;
+pub mod server;
+pub mod shutdown;
+
+use std::sync::Arc;
+
+pub use chat::Chat;
+pub use config::Config;
+pub use error::Error;
+pub use server::{Connection, Server, Service};
+pub use shutdown::ShutdownHandle;
+
+/// Which server to run.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// The chat room (the default).
+    Chat,
+}
+
+/// Builds the service for `mode`, binds per `config` and starts serving. The binary does
+/// exactly this; tests and embedders call it with port 0.
+pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
+    let service: Arc<dyn Service> = match mode {
+        Mode::Chat => Arc::new(Chat::start(config)?),
+    };
+    let listener = server::bind(config)?;
+    Server::start(listener, config, service)
+}

@@ -1,0 +1,169 @@
+//! The `tcpchat` command: parses the command line, sets up logging and Ctrl-C, runs the
+//! chosen server and turns its result into an exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use log::{LevelFilter, warn};
+
+use tcpchat::{Config, Mode};
+
+/// A TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    shared: SharedOptions,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The chat room: each line goes to everyone else (the default).
+    Chat,
+}
+
+/// Options every subcommand takes.
+#[derive(Args)]
+struct SharedOptions {
+    /// Address to listen on (`::` for IPv6 and IPv4).
+    #[arg(long, global = true, default_value = "0.0.0.0")]
+    host: String,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, global = true, default_value_t = tcpchat::config::DEFAULT_PORT)]
+    port: u16,
+    /// Most clients at once; one more is told `! server full`.
+    #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
+    max_clients: usize,
+    /// Disconnect a client that sends nothing for SECS seconds (0 = never).
+    #[arg(long, global = true, default_value_t = 0, value_name = "SECS")]
+    idle_timeout: u64,
+    /// TCP keepalive: probe a silent peer after SECS seconds (0 = off).
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    keepalive: u64,
+    /// Turn Nagle's algorithm back on (by default TCP_NODELAY is set).
+    #[arg(long, global = true)]
+    nagle: bool,
+    /// Longest line in bytes; a longer one is dropped with `! line too long`.
+    #[arg(long, global = true, default_value_t = 4096, value_name = "BYTES")]
+    max_line: usize,
+    /// Unsent output a client may have queued before it is disconnected as a slow consumer.
+    #[arg(long, global = true, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    max_pending: usize,
+    /// After Ctrl-C, how long clients may go on before they are closed.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
+    drain_timeout: u64,
+    /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
+    #[arg(long, global = true)]
+    once: bool,
+    /// Log only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more: -v for each connection's details, -vv for everything.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+impl SharedOptions {
+    fn config(&self) -> Config {
+        let seconds = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        Config {
+            host: self.host.clone(),
+            port: self.port,
+            max_clients: self.max_clients,
+            idle_timeout: seconds(self.idle_timeout),
+            keepalive: seconds(self.keepalive),
+            nagle: self.nagle,
+            max_line: self.max_line.max(1),
+            max_pending: self.max_pending,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            once: self.once,
+            ..Config::default()
+        }
+    }
+
+    fn log_level(&self) -> LevelFilter {
+        match (self.quiet, self.verbose) {
+            (true, _) => LevelFilter::Warn,
+            (false, 0) => LevelFilter::Info,
+            (false, 1) => LevelFilter::Debug,
+            (false, _) => LevelFilter::Trace,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.shared.log_level());
+    let config = cli.shared.config();
+    let mode = match cli.command.unwrap_or(Command::Chat) {
+        Command::Chat => Mode::Chat,
+    };
+    match run(&config, &mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
+    raise_open_file_limit();
+    let server = tcpchat::start(config, mode)?;
+    let shutdown = server.shutdown_handle();
+    let interrupted_before = AtomicBool::new(false);
+    // Ctrl-C and SIGTERM (the "termination" feature): the first drains, a second exits now.
+    let installed = ctrlc::set_handler(move || {
+        if interrupted_before.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: exiting now");
+            std::process::exit(130);
+        }
+        shutdown.request();
+    });
+    if let Err(error) = installed {
+        warn!("cannot handle Ctrl-C: {error}");
+    }
+    server.join()
+}
+
+/// Log lines on stderr: `2026-11-26T16:00:00.123Z INFO  listening on 0.0.0.0:4001`.
+/// RUST_LOG, when set, overrides -q and -v.
+fn init_logging(level: LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format(|out, record| {
+        writeln!(
+            out,
+            "{} {:5} {}",
+            out.timestamp_millis(),
+            record.level(),
+            record.args()
+        )
+    });
+    builder.init();
+}
+
+/// Lifts the soft limit on open files to the hard limit: each client is one descriptor,
+/// and the usual soft limit of 1024 would cap the server far below --max-clients.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

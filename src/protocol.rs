@@ -1,0 +1,425 @@
+//! The chat protocol as pure functions, no I/O: splitting bytes into lines with a size cap,
+//! making a line safe to show on other people's terminals, parsing commands, and the text
+//! of every line the server sends.
+
+/// Splits a byte stream into lines ending in LF or CRLF, holding at most `max_line + 1`
+/// bytes of an unfinished line however much a client sends without a newline.
+#[derive(Debug)]
+pub struct LineDecoder {
+    max_line: usize,
+    unfinished: Vec<u8>,
+    /// The current line already passed `max_line`: skip to its end.
+    discarding: bool,
+}
+
+/// One item out of the decoder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A complete line without its line ending.
+    Line(&'a [u8]),
+    /// A line longer than the limit; its bytes were dropped.
+    TooLong,
+}
+
+impl LineDecoder {
+    /// A decoder for lines of at most `max_line` bytes (line ending excluded).
+    pub fn new(max_line: usize) -> Self {
+        LineDecoder {
+            max_line,
+            unfinished: Vec::new(),
+            discarding: false,
+        }
+    }
+
+    /// Feeds bytes as they were read, calling `on_item` for each line completed by them.
+    /// An over-long line is reported once, as soon as it passes the limit.
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_item: impl FnMut(Decoded<'_>)) {
+        while let Some(end) = bytes.iter().position(|&byte| byte == b'\n') {
+            let head = &bytes[..end];
+            bytes = &bytes[end + 1..];
+            if self.discarding {
+                self.discarding = false;
+            } else if self.unfinished.is_empty() {
+                self.emit(head, &mut on_item);
+            } else if self.unfinished.len() + head.len() > self.max_line + 1 {
+                self.unfinished.clear();
+                on_item(Decoded::TooLong);
+            } else {
+                let mut line = std::mem::take(&mut self.unfinished);
+                line.extend_from_slice(head);
+                self.emit(&line, &mut on_item);
+                line.clear();
+                self.unfinished = line;
+            }
+        }
+        if self.discarding || bytes.is_empty() {
+            return;
+        }
+        // One byte of slack for the CR of a CRLF line that is exactly max_line long.
+        if self.unfinished.len() + bytes.len() > self.max_line + 1 {
+            self.release_unfinished();
+            self.discarding = true;
+            on_item(Decoded::TooLong);
+        } else {
+            self.unfinished.extend_from_slice(bytes);
+        }
+    }
+
+    /// The end of the stream: a last line without a newline still counts.
+    pub fn finish(&mut self, on_item: impl FnOnce(Decoded<'_>)) {
+        let discarding = std::mem::replace(&mut self.discarding, false);
+        if !discarding && !self.unfinished.is_empty() {
+            let line = std::mem::take(&mut self.unfinished);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if line.len() > self.max_line {
+                on_item(Decoded::TooLong);
+            } else {
+                on_item(Decoded::Line(line));
+            }
+        }
+    }
+
+    /// Bytes held for an unfinished line (never more than `max_line + 1`).
+    pub fn buffered(&self) -> usize {
+        self.unfinished.len()
+    }
+
+    fn emit(&self, line: &[u8], on_item: &mut impl FnMut(Decoded<'_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max_line {
+            on_item(Decoded::TooLong);
+        } else {
+            on_item(Decoded::Line(line));
+        }
+    }
+
+    /// Gives a large buffer back: an idle client should not keep a line's worth of memory.
+    fn release_unfinished(&mut self) {
+        self.unfinished = Vec::new();
+    }
+}
+
+const TELNET_IAC: u8 = 255;
+const TELNET_SB: u8 = 250;
+const TELNET_SE: u8 = 240;
+const TELNET_WILL: u8 = 251;
+const TELNET_DONT: u8 = 254;
+
+/// Makes a received line safe to print on anyone's terminal: telnet negotiation, ANSI
+/// escape sequences and other control characters are removed, a tab becomes a space,
+/// bidirectional overrides (which can make text read backwards) are removed, and invalid
+/// UTF-8 becomes U+FFFD.
+pub fn sanitize(raw: &[u8]) -> String {
+    let without_telnet = strip_telnet(raw);
+    let text = String::from_utf8_lossy(&without_telnet);
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\t' => clean.push(' '),
+            '\u{1b}' => skip_escape_sequence(&mut chars),
+            // CSI as a single C1 character: skip its parameters like ESC [.
+            '\u{9b}' => skip_until(&mut chars, |c| ('\u{40}'..='\u{7e}').contains(&c)),
+            c if c.is_control() || is_bidi_control(c) => {}
+            c => clean.push(c),
+        }
+    }
+    clean
+}
+
+fn strip_telnet(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&TELNET_IAC) {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] != TELNET_IAC {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        match raw.get(i + 1) {
+            Some(&TELNET_SB) => {
+                // Subnegotiation runs to IAC SE.
+                let end = raw[i + 2..]
+                    .windows(2)
+                    .position(|pair| pair == [TELNET_IAC, TELNET_SE]);
+                i = match end {
+                    Some(offset) => i + 2 + offset + 2,
+                    None => raw.len(),
+                };
+            }
+            Some(&command) if (TELNET_WILL..=TELNET_DONT).contains(&command) => i += 3,
+            // IAC IAC is a literal 255, never valid UTF-8: dropped with the rest.
+            Some(_) => i += 2,
+            None => i += 1,
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn skip_escape_sequence(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.next() {
+        Some('[') => skip_until(chars, |c| ('\u{40}'..='\u{7e}').contains(&c)),
+        // OSC, DCS, SOS, PM and APC strings end with BEL or ESC \ (ST).
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            while let Some(c) = chars.next() {
+                if c == '\u{7}' || c == '\u{9c}' {
+                    break;
+                }
+                if c == '\u{1b}' {
+                    chars.next_if_eq(&'\\');
+                    break;
+                }
+            }
+        }
+        // Two-character sequences (ESC c, ESC 7, ...): the second one is gone too.
+        _ => {}
+    }
+}
+
+fn skip_until(chars: &mut impl Iterator<Item = char>, is_final: impl Fn(char) -> bool) {
+    for c in chars.by_ref() {
+        if is_final(c) {
+            break;
+        }
+    }
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
+
+/// What a client's line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A line for everyone else in the room.
+    Message(String),
+    /// `/nick NAME`
+    Nick(String),
+    /// `/who`
+    Who,
+    /// `/me ACTION`
+    Me(String),
+    /// `/msg NICK TEXT`
+    Private { to: String, text: String },
+    /// `/quit [REASON]`
+    Quit(Option<String>),
+    /// `/help`
+    Help,
+    /// A known command without the arguments it needs; holds its usage text.
+    Usage(&'static str),
+    /// A command nobody knows, with its name.
+    Unknown(String),
+    /// The line was longer than the limit and was dropped.
+    TooLong,
+}
+
+/// Parses one sanitised line. Blank lines ask for nothing and give `None`.
+pub fn parse_line(line: &str) -> Option<Input> {
+    let line = line.trim_end();
+    if line.trim_start().is_empty() {
+        return None;
+    }
+    if let Some(literal) = line.strip_prefix("//") {
+        return Some(Input::Message(format!("/{literal}")));
+    }
+    let Some(command_line) = line.strip_prefix('/') else {
+        return Some(Input::Message(line.to_owned()));
+    };
+    let (name, rest) = match command_line.split_once(' ') {
+        Some((name, rest)) => (name, rest.trim()),
+        None => (command_line, ""),
+    };
+    let input = match name.to_ascii_lowercase().as_str() {
+        "help" => Input::Help,
+        "who" => Input::Who,
+        "quit" => Input::Quit((!rest.is_empty()).then(|| rest.to_owned())),
+        "nick" if rest.is_empty() => Input::Usage("/nick NAME"),
+        "nick" => Input::Nick(rest.to_owned()),
+        "me" if rest.is_empty() => Input::Usage("/me ACTION"),
+        "me" => Input::Me(rest.to_owned()),
+        "msg" => match rest.split_once(' ') {
+            Some((to, text)) if !text.trim().is_empty() => Input::Private {
+                to: to.to_owned(),
+                text: text.trim().to_owned(),
+            },
+            _ => Input::Usage("/msg NICK TEXT"),
+        },
+        _ => Input::Unknown(name.to_owned()),
+    };
+    Some(input)
+}
+
+/// Longest nick, in characters.
+pub const MAX_NICK_LEN: usize = 20;
+
+/// Why a nick was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NickError {
+    /// Not 1 to 20 of A-Z a-z 0-9 _ -.
+    Invalid,
+    /// `guest-...` names are handed out by the server.
+    Reserved,
+}
+
+/// Checks a nick's spelling. Uniqueness is the hub's business: it knows who is online.
+pub fn validate_nick(nick: &str) -> Result<(), NickError> {
+    let well_formed = (1..=MAX_NICK_LEN).contains(&nick.len())
+        && nick
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !well_formed {
+        return Err(NickError::Invalid);
+    }
+    if nick.to_ascii_lowercase().starts_with("guest-") {
+        return Err(NickError::Reserved);
+    }
+    Ok(())
+}
+
+/// The nick the server gives connection number `id`.
+pub fn guest_nick(id: u64) -> String {
+    format!("guest-{id}")
+}
+
+/// The lines of `/help`.
+pub const HELP: &str = "\
+* commands:
+*   /nick NAME       change your nick (1 to 20 of A-Z a-z 0-9 _ -)
+*   /who             list who is online
+*   /me ACTION       tell everyone what you do (* nick ACTION)
+*   /msg NICK TEXT   send TEXT to NICK only
+*   /quit [REASON]   leave
+*   //TEXT           send a line that starts with /
+";
+
+/// A list of names for a notice: `a`, `a and b`, `a, b and c`, `a, b, c and 7 others`.
+pub fn name_list(names: &[String], total: usize) -> String {
+    const SHOWN: usize = 3;
+    let shown = &names[..names.len().min(SHOWN)];
+    let others = total - shown.len();
+    match (shown, others) {
+        ([only], 0) => only.clone(),
+        (_, 0) => {
+            let (last, first) = shown.split_last().expect("two or more names");
+            format!("{} and {last}", first.join(", "))
+        }
+        (_, 1) => format!("{} and 1 other", shown.join(", ")),
+        (_, others) => format!("{} and {others} others", shown.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(decoder: &mut LineDecoder, chunks: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.feed(chunk, |item| {
+                out.push(match item {
+                    Decoded::Line(line) => Some(line.to_vec()),
+                    Decoded::TooLong => None,
+                })
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn lines_end_in_lf_or_crlf_and_may_arrive_in_pieces() {
+        let mut decoder = LineDecoder::new(100);
+        let lines = decode_all(&mut decoder, &[b"he", b"llo\r", b"\nworld\n\n"]);
+        assert_eq!(
+            lines,
+            vec![
+                Some(b"hello".to_vec()),
+                Some(b"world".to_vec()),
+                Some(vec![])
+            ]
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_is_reported_once_and_skipped() {
+        let mut decoder = LineDecoder::new(4);
+        let lines = decode_all(&mut decoder, &[b"abcdefgh", b"ijkl", b"mn\nok\n"]);
+        assert_eq!(lines, vec![None, Some(b"ok".to_vec())]);
+        assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_passes_with_crlf() {
+        let mut decoder = LineDecoder::new(4);
+        let lines = decode_all(&mut decoder, &[b"abc", b"d\r", b"\nabcde\n"]);
+        assert_eq!(lines, vec![Some(b"abcd".to_vec()), None]);
+    }
+
+    #[test]
+    fn the_last_line_counts_without_a_newline() {
+        let mut decoder = LineDecoder::new(10);
+        assert!(decode_all(&mut decoder, &[b"bye"]).is_empty());
+        let mut last = None;
+        decoder.finish(|item| last = Some(format!("{item:?}")));
+        assert_eq!(last.as_deref(), Some("Line([98, 121, 101])"));
+    }
+
+    #[test]
+    fn sanitize_removes_escapes_controls_and_telnet() {
+        assert_eq!(sanitize(b"\x1b[31mred\x1b[0m"), "red");
+        assert_eq!(sanitize(b"a\tb\x07c\x7f"), "a bc");
+        assert_eq!(sanitize(b"\x1b]0;title\x07x"), "x");
+        assert_eq!(sanitize(b"\xff\xfb\x01hi\xff\xfa\x18\x00\xff\xf0!"), "hi!");
+        assert_eq!(sanitize(b"caf\xe9"), "caf\u{fffd}");
+        assert_eq!(sanitize("\u{202e}abc".as_bytes()), "abc");
+        assert_eq!(sanitize("\u{9b}2Jok".as_bytes()), "ok");
+    }
+
+    #[test]
+    fn commands_parse_with_their_arguments() {
+        assert_eq!(
+            parse_line("hi there"),
+            Some(Input::Message("hi there".into()))
+        );
+        assert_eq!(parse_line("//etc"), Some(Input::Message("/etc".into())));
+        assert_eq!(parse_line("/NICK bob"), Some(Input::Nick("bob".into())));
+        assert_eq!(parse_line("/nick"), Some(Input::Usage("/nick NAME")));
+        assert_eq!(parse_line("/quit"), Some(Input::Quit(None)));
+        assert_eq!(
+            parse_line("/quit gone home"),
+            Some(Input::Quit(Some("gone home".into())))
+        );
+        assert_eq!(
+            parse_line("/msg bob hi you"),
+            Some(Input::Private {
+                to: "bob".into(),
+                text: "hi you".into()
+            })
+        );
+        assert_eq!(parse_line("/msg bob"), Some(Input::Usage("/msg NICK TEXT")));
+        assert_eq!(parse_line("/dance"), Some(Input::Unknown("dance".into())));
+        assert_eq!(parse_line("   "), None);
+    }
+
+    #[test]
+    fn nicks_are_short_plain_and_not_guests() {
+        assert_eq!(validate_nick("alice_2-b"), Ok(()));
+        assert_eq!(validate_nick(""), Err(NickError::Invalid));
+        assert_eq!(validate_nick("a b"), Err(NickError::Invalid));
+        assert_eq!(validate_nick("ä"), Err(NickError::Invalid));
+        assert_eq!(validate_nick(&"x".repeat(21)), Err(NickError::Invalid));
+        assert_eq!(validate_nick("Guest-9"), Err(NickError::Reserved));
+    }
+
+    #[test]
+    fn name_lists_count_the_rest() {
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(name_list(&names[..1], 1), "a");
+        assert_eq!(name_list(&names[..2], 2), "a and b");
+        assert_eq!(name_list(&names[..3], 3), "a, b and c");
+        assert_eq!(name_list(&names[..3], 4), "a, b, c and 1 other");
+        assert_eq!(name_list(&names[..3], 10), "a, b, c and 7 others");
+    }
+}

@@ -1,0 +1,505 @@
+//! The listener every subcommand shares: binding, the accept loop, socket options, one
+//! thread per connection, and the supervisor that drains and joins them on shutdown.
+//!
+//! ```text
+//!  acceptor ──spawns──> connection threads ──(Service::serve)
+//!     │                        │ slot guard: Finished
+//!     └── Spawned/AcceptStopped ┴──> supervisor <── ShutdownHandle (Ctrl-C)
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
+
+use crate::config::Config;
+use crate::error::{Error, describe};
+use crate::shutdown::{ConnectionId, Control, ShutdownHandle};
+
+/// How many connections may wait in the kernel's accept queue (capped by somaxconn).
+/// Large, so a class connecting at once or a load test is not refused.
+const LISTEN_BACKLOG: i32 = 4096;
+/// After the first keepalive probe, probe this often (or every `keepalive` if shorter).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the kernel declares the peer gone.
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long the acceptor waits before retrying after running out of file descriptors or
+/// memory: long enough not to spin, short enough to recover as soon as resources free up.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Flags for a send that must never block the caller or raise SIGPIPE.
+pub(crate) const SEND_NOW: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+/// One accepted connection, handed to a [`Service`] on the connection's own thread.
+pub struct Connection {
+    /// Unique number of this connection.
+    pub id: ConnectionId,
+    /// The socket, shared (not duplicated) with whoever writes to it, so that each client
+    /// costs one file descriptor.
+    pub stream: Arc<TcpStream>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Lets a service stop the whole server (the dump subcommand does when its file fails).
+    pub shutdown: ShutdownHandle,
+}
+
+/// What a subcommand does with its connections. The server calls these in order:
+/// `serve` for each connection (on its own thread), then on shutdown `begin_drain`,
+/// `close_all` if the drain timeout passes, and `finish` once every connection has ended.
+pub trait Service: Send + Sync + 'static {
+    /// Serves one connection until it ends. Returning closes the connection (once every
+    /// other holder of the stream lets go of it).
+    fn serve(&self, connection: Connection);
+
+    /// The listener has closed; connections may go on until the drain timeout.
+    fn begin_drain(&self) {}
+
+    /// The drain timeout passed: send what is still owed to each connection. The server
+    /// then writes [`Service::goodbye`] to each and closes them.
+    fn close_all(&self) {}
+
+    /// A last line for every connection the server closes itself, if any.
+    fn goodbye(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Every connection has ended: flush, join helper threads, report a failure.
+    fn finish(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Binds the listening socket: address reuse on (a restarted server does not wait for old
+/// connections in TIME_WAIT), a large backlog, and `::` accepting IPv4 too.
+pub fn bind(config: &Config) -> Result<TcpListener, Error> {
+    let address = format_host_port(&config.host, config.port);
+    let listen_error = |source| Error::Listen {
+        address: address.clone(),
+        source,
+    };
+    let socket_address = (config.host.as_str(), config.port)
+        .to_socket_addrs()
+        .map_err(listen_error)?
+        .next()
+        .ok_or_else(|| listen_error(io::Error::new(io::ErrorKind::NotFound, "no such host")))?;
+    let socket = Socket::new(Domain::for_address(socket_address), Type::STREAM, None)
+        .map_err(listen_error)?;
+    socket.set_reuse_address(true).map_err(listen_error)?;
+    if socket_address.is_ipv6() {
+        socket.set_only_v6(false).map_err(listen_error)?;
+    }
+    socket.bind(&socket_address.into()).map_err(listen_error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(listen_error)?;
+    Ok(socket.into())
+}
+
+fn format_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A running server: its threads accept and serve until it is shut down.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    supervisor: JoinHandle<Result<(), Error>>,
+}
+
+impl Server {
+    /// Starts accepting on `listener` and serving each connection with `service`. Logs
+    /// `listening on ADDR` with the real bound address.
+    pub fn start(
+        listener: TcpListener,
+        config: &Config,
+        service: Arc<dyn Service>,
+    ) -> Result<Server, Error> {
+        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+            address: format_host_port(&config.host, config.port),
+            source,
+        })?;
+        let wake_listener = listener.try_clone().map_err(|source| Error::Listen {
+            address: local_addr.to_string(),
+            source,
+        })?;
+        let (control_sender, control_receiver) = crossbeam_channel::unbounded();
+        let shutdown = ShutdownHandle::new(control_sender.clone());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = Acceptor {
+            listener,
+            config: config.clone(),
+            service: Arc::clone(&service),
+            control: control_sender,
+            shutdown: shutdown.clone(),
+            live_connections: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::clone(&stopping),
+            next_id: 1,
+        };
+        let acceptor_thread = thread::Builder::new()
+            .name(String::from("acceptor"))
+            .spawn(move || acceptor.run())
+            .map_err(|source| Error::Thread {
+                name: "acceptor",
+                source,
+            })?;
+        info!("listening on {local_addr}");
+        let supervisor = Supervisor {
+            control: control_receiver,
+            acceptor: Some(acceptor_thread),
+            wake_listener: Some(wake_listener),
+            stopping,
+            service,
+            drain_timeout: config.drain_timeout,
+            connections: HashMap::new(),
+        };
+        let supervisor = thread::Builder::new()
+            .name(String::from("supervisor"))
+            .spawn(move || supervisor.run())
+            .map_err(|source| Error::Thread {
+                name: "supervisor",
+                source,
+            })?;
+        Ok(Server {
+            local_addr,
+            shutdown,
+            supervisor,
+        })
+    }
+
+    /// The address the server is bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that asks this server to shut down, e.g. from a Ctrl-C handler.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting and starts draining; see [`ShutdownHandle::request`].
+    pub fn shutdown(&self) {
+        self.shutdown.request();
+    }
+
+    /// Waits until the server has closed: the listener is gone, every connection has ended
+    /// and every thread has been joined.
+    pub fn join(self) -> Result<(), Error> {
+        match self.supervisor.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// The accept loop, on its own thread.
+struct Acceptor {
+    listener: TcpListener,
+    config: Config,
+    service: Arc<dyn Service>,
+    control: Sender<Control>,
+    shutdown: ShutdownHandle,
+    live_connections: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+    next_id: ConnectionId,
+}
+
+impl Acceptor {
+    fn run(mut self) {
+        let mut in_error_burst = false;
+        loop {
+            let accepted = self.listener.accept();
+            if self.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            match accepted {
+                Ok((stream, peer)) => {
+                    in_error_burst = false;
+                    if self.admit(stream, peer) && self.config.once {
+                        info!("serving one connection (--once): no longer accepting");
+                        break;
+                    }
+                }
+                Err(error) if is_transient_accept_error(&error) => {
+                    debug!("accept: {}", describe(&error));
+                }
+                Err(error) => {
+                    // Out of descriptors or memory: log once per burst and give the
+                    // resources a moment to come back instead of spinning.
+                    if !in_error_burst {
+                        warn!("cannot accept connections: {}; retrying", describe(&error));
+                        in_error_burst = true;
+                    }
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
+        // Stop listening now, even though the supervisor still holds a duplicate of the
+        // socket: new connections are refused from here on.
+        let _ = SockRef::from(&self.listener).shutdown(Shutdown::Read);
+        drop(self.listener);
+        info!("stopped accepting connections");
+        let _ = self.control.send(Control::AcceptStopped);
+    }
+
+    /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) -> bool {
+        let live = self.live_connections.load(Ordering::Acquire);
+        if live >= self.config.max_clients {
+            info!(
+                "refused {peer}: server full ({} clients)",
+                self.config.max_clients
+            );
+            refuse(&stream, b"! server full\n");
+            return false;
+        }
+        if let Err(error) = configure_socket(&stream, &self.config) {
+            debug!(
+                "dropped {peer}: cannot set socket options: {}",
+                describe(&error)
+            );
+            return false;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let stream = Arc::new(stream);
+        let slot = ConnectionSlot::take(id, &self.live_connections, self.control.clone());
+        let connection = Connection {
+            id,
+            stream: Arc::clone(&stream),
+            peer,
+            shutdown: self.shutdown.clone(),
+        };
+        let service = Arc::clone(&self.service);
+        debug!("connection #{id} from {peer}");
+        let spawned = thread::Builder::new()
+            .name(format!("conn-{id}"))
+            .stack_size(self.config.thread_stack_size)
+            .spawn(move || {
+                let _slot = slot;
+                service.serve(connection);
+            });
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                // The closure, and with it the slot, was dropped: the supervisor hears
+                // Finished for this id. Tell the client why it is being closed.
+                warn!("cannot start a thread for {peer}: {}", describe(&error));
+                refuse(&stream, b"! server busy, try again later\n");
+                None
+            }
+        };
+        let admitted = thread.is_some();
+        let _ = self.control.send(Control::Spawned { id, thread, stream });
+        admitted
+    }
+}
+
+/// Errors that concern one connection attempt, not the listener.
+fn is_transient_accept_error(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::ECONNRESET | libc::EPERM)
+    )
+}
+
+/// Sends a one-line reason and closes, without ever blocking the acceptor.
+fn refuse(stream: &TcpStream, line: &[u8]) {
+    let _ = SockRef::from(stream).send_with_flags(line, SEND_NOW);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Applies the per-connection socket options from the config.
+fn configure_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
+    stream.set_nodelay(!config.nagle)?;
+    stream.set_read_timeout(config.idle_timeout)?;
+    let socket = SockRef::from(stream);
+    match config.keepalive {
+        Some(idle) => {
+            let keepalive = TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(KEEPALIVE_INTERVAL.min(idle))
+                .with_retries(KEEPALIVE_PROBES);
+            socket.set_tcp_keepalive(&keepalive)
+        }
+        None => socket.set_keepalive(false),
+    }
+}
+
+/// Holds one of the `max_clients` places; gives it back and reports the end of the
+/// connection when dropped, however its thread ends (return, error or panic).
+struct ConnectionSlot {
+    id: ConnectionId,
+    live_connections: Arc<AtomicUsize>,
+    control: Sender<Control>,
+}
+
+impl ConnectionSlot {
+    fn take(
+        id: ConnectionId,
+        live_connections: &Arc<AtomicUsize>,
+        control: Sender<Control>,
+    ) -> Self {
+        live_connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionSlot {
+            id,
+            live_connections: Arc::clone(live_connections),
+            control,
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.live_connections.fetch_sub(1, Ordering::AcqRel);
+        let _ = self.control.send(Control::Finished(self.id));
+    }
+}
+
+/// What the supervisor knows of one connection. An entry is complete, and removed, once
+/// both the acceptor's `Spawned` and the slot's `Finished` have arrived (in either order).
+#[derive(Default)]
+struct TrackedConnection {
+    spawned: bool,
+    finished: bool,
+    thread: Option<JoinHandle<()>>,
+    stream: Option<Arc<TcpStream>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Serving,
+    Draining { deadline: Instant },
+    Closing,
+}
+
+/// Owns every thread handle; turns shutdown requests into the shutdown sequence:
+/// stop accepting, drain, close what is left, join everything, finish the service.
+struct Supervisor {
+    control: Receiver<Control>,
+    acceptor: Option<JoinHandle<()>>,
+    /// A duplicate of the listening socket, used only to wake the acceptor.
+    wake_listener: Option<TcpListener>,
+    stopping: Arc<AtomicBool>,
+    service: Arc<dyn Service>,
+    drain_timeout: Duration,
+    connections: HashMap<ConnectionId, TrackedConnection>,
+}
+
+impl Supervisor {
+    fn run(mut self) -> Result<(), Error> {
+        let mut phase = Phase::Serving;
+        while self.acceptor.is_some() || !self.connections.is_empty() {
+            let control = match phase {
+                Phase::Draining { deadline } => match self.control.recv_deadline(deadline) {
+                    Ok(control) => control,
+                    Err(RecvTimeoutError::Timeout) => {
+                        info!(
+                            "drain timeout: closing {} remaining connections",
+                            self.connections.len()
+                        );
+                        self.close_connections();
+                        phase = Phase::Closing;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                Phase::Serving | Phase::Closing => match self.control.recv() {
+                    Ok(control) => control,
+                    Err(_) => break,
+                },
+            };
+            match control {
+                Control::Shutdown if phase == Phase::Serving => {
+                    self.stop_accepting();
+                    info!(
+                        "shutting down: {} connections may go on for up to {}s",
+                        self.connections.len(),
+                        self.drain_timeout.as_secs()
+                    );
+                    self.service.begin_drain();
+                    phase = Phase::Draining {
+                        deadline: Instant::now() + self.drain_timeout,
+                    };
+                }
+                Control::Shutdown => {}
+                Control::Abort if phase != Phase::Closing => {
+                    self.stop_accepting();
+                    self.close_connections();
+                    phase = Phase::Closing;
+                }
+                Control::Abort => {}
+                Control::Spawned { id, thread, stream } => {
+                    let tracked = self.connections.entry(id).or_default();
+                    tracked.spawned = true;
+                    tracked.thread = thread;
+                    tracked.stream = Some(stream);
+                    if phase == Phase::Closing {
+                        let _ = tracked.stream.as_ref().map(|s| s.shutdown(Shutdown::Both));
+                    }
+                    self.reap(id);
+                }
+                Control::Finished(id) => {
+                    self.connections.entry(id).or_default().finished = true;
+                    self.reap(id);
+                }
+                Control::AcceptStopped => {
+                    self.wake_listener = None;
+                    if let Some(acceptor) = self.acceptor.take() {
+                        let _ = acceptor.join();
+                    }
+                }
+            }
+        }
+        let result = self.service.finish();
+        info!("server closed");
+        result
+    }
+
+    fn stop_accepting(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(listener) = &self.wake_listener {
+            // On Linux, shutting down a listening socket wakes a thread blocked in
+            // accept() (which returns EINVAL) and stops the socket listening.
+            if let Err(error) = SockRef::from(listener).shutdown(Shutdown::Read) {
+                warn!("cannot stop the listener: {}", describe(&error));
+            }
+        }
+    }
+
+    /// Lets the service send what it still owes, then says goodbye and closes each
+    /// connection; their threads see end-of-stream and finish.
+    fn close_connections(&mut self) {
+        self.service.close_all();
+        let goodbye = self.service.goodbye();
+        for stream in self.connections.values().filter_map(|c| c.stream.as_ref()) {
+            if let Some(line) = &goodbye {
+                let _ = SockRef::from(&**stream).send_with_flags(line, SEND_NOW);
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Joins a connection's thread once both its start and its end have been reported.
+    fn reap(&mut self, id: ConnectionId) {
+        let complete = self
+            .connections
+            .get(&id)
+            .is_some_and(|tracked| tracked.spawned && tracked.finished);
+        if !complete {
+            return;
+        }
+        if let Some(thread) = self.connections.remove(&id).and_then(|t| t.thread)
+            && thread.join().is_err()
+        {
+            warn!("connection #{id}: its thread panicked; the server carries on");
+        }
+    }
+}

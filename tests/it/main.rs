@@ -1,0 +1,6 @@
+//! Integration tests: real sockets on 127.0.0.1, the library in-process and the built binary.
+
+mod binary;
+mod chat;
+mod shutdown;
+mod support;

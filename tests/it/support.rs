@@ -1,0 +1,236 @@
+//! Helpers shared by the tests: line clients that wait for lines (never sleep), servers
+//! started in-process or as the real binary.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tcpchat::{Config, Mode, Server};
+
+/// How long a test waits for something that should happen at once. Generous: the test
+/// machines are shared and slow, and a pass never waits for it.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Starts a chat server in-process on 127.0.0.1, port 0.
+pub fn start_chat(config: Config) -> Server {
+    tcpchat::start(&config, &Mode::Chat).expect("server starts")
+}
+
+/// A client speaking lines, as nc would.
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    pub fn connect(address: SocketAddr) -> LineClient {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let writer = stream.try_clone().expect("clone");
+        LineClient {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Connects and reads the welcome line of the chat; returns the client and its nick.
+    pub fn join(address: SocketAddr) -> (LineClient, String) {
+        let mut client = LineClient::connect(address);
+        let welcome = client.expect_line("* welcome, ");
+        let nick = welcome
+            .trim_start_matches("* welcome, ")
+            .split('!')
+            .next()
+            .expect("nick in welcome")
+            .to_owned();
+        (client, nick)
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send line");
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send bytes");
+    }
+
+    /// The next line, or None at end of stream. Panics if nothing comes within PATIENCE.
+    pub fn next_line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            Err(error) if error.kind() == ErrorKind::ConnectionReset => None,
+            Err(error) => panic!("no line within {PATIENCE:?}: {error}"),
+        }
+    }
+
+    /// Reads until a line containing `pattern` arrives; fails with what came instead.
+    pub fn expect_line(&mut self, pattern: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            match self.next_line() {
+                Some(line) if line.contains(pattern) => return line,
+                Some(line) => seen.push(line),
+                None => panic!("connection closed before {pattern:?}; saw {seen:?}"),
+            }
+        }
+        panic!("no line with {pattern:?} within {PATIENCE:?}; saw {seen:?}");
+    }
+
+    /// Reads lines until the server closes the connection; returns them.
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(line) = self.next_line() {
+            seen.push(line);
+        }
+        seen
+    }
+
+    /// Asserts that nothing arrives before `marker` is echoed back by a round trip: sends
+    /// `/who` and checks that its answer is the very next line.
+    pub fn expect_nothing_pending(&mut self) {
+        self.send("/who");
+        let line = self.next_line().expect("answer to /who");
+        assert!(line.starts_with("* online ("), "unexpected line {line:?}");
+    }
+
+    pub fn shutdown_write(&self) {
+        self.writer
+            .shutdown(Shutdown::Write)
+            .expect("shutdown write");
+    }
+}
+
+/// The real `tcpchat` binary, with its log on stderr read line by line.
+pub struct BinaryServer {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    pub address: SocketAddr,
+}
+
+impl BinaryServer {
+    /// Runs `tcpchat ARGS --host 127.0.0.1 --port 0` and waits for `listening on ADDR`.
+    pub fn start(args: &[&str]) -> BinaryServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+        command
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", "0"]);
+        let (child, log) = spawn_with_log(command);
+        let mut server = BinaryServer {
+            child,
+            log,
+            address: "0.0.0.0:0".parse().expect("address"),
+        };
+        let listening = server.expect_log("listening on ");
+        let address = listening.rsplit(' ').next().expect("address in log");
+        server.address = address.parse().expect("bound address");
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a log line containing `pattern`.
+    pub fn expect_log(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(pattern) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no log line with {pattern:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; returns its status and the rest of its log.
+    pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut rest = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => rest.push(line),
+                // stderr closed: the process is exiting.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("server did not exit within {PATIENCE:?}; log {rest:?}")
+                }
+            }
+        }
+        let status = self.child.wait().expect("wait");
+        (status, rest)
+    }
+
+    /// The server's resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_field(self.pid(), "VmRSS:")
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a command with stderr forwarded line by line into a channel.
+pub fn spawn_with_log(mut command: Command) -> (Child, mpsc::Receiver<String>) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn tcpchat");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// A numeric field of /proc/PID/status, e.g. "VmRSS:" in KiB or "Threads:".
+pub fn proc_status_field(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// True if a connection to `address` is refused now.
+pub fn is_refused(address: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&address, PATIENCE) {
+        Err(error) => error.kind() == ErrorKind::ConnectionRefused,
+        Ok(_) => false,
+    }
+}
