@@ -503,3 +503,60 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        (server_side, client)
+    }
+
+    #[test]
+    fn socket_options_from_the_config_reach_the_socket() {
+        let (stream, _client) = accepted_pair();
+        let config = Config {
+            idle_timeout: Some(Duration::from_secs(5)),
+            keepalive: Some(Duration::from_secs(30)),
+            ..Config::localhost()
+        };
+        configure_socket(&stream, &config).expect("configure");
+        let socket = SockRef::from(&stream);
+        assert!(socket.keepalive().expect("keepalive"));
+        assert_eq!(
+            socket.keepalive_time().expect("time"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            socket.keepalive_interval().expect("interval"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.keepalive_retries().expect("retries"),
+            KEEPALIVE_PROBES
+        );
+        assert!(socket.nodelay().expect("nodelay"));
+        assert_eq!(
+            stream.read_timeout().expect("timeout"),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn nagle_and_keepalive_can_be_turned_off() {
+        let (stream, _client) = accepted_pair();
+        let config = Config {
+            keepalive: None,
+            nagle: true,
+            ..Config::localhost()
+        };
+        configure_socket(&stream, &config).expect("configure");
+        let socket = SockRef::from(&stream);
+        assert!(!socket.keepalive().expect("keepalive"));
+        assert!(!socket.nodelay().expect("nodelay"));
+        assert_eq!(stream.read_timeout().expect("timeout"), None);
+    }
+}
