@@ -1,15 +1,13 @@
 //! One chat client's thread: reads lines, parses them, hands them to the hub, and makes
 //! sure the hub hears exactly once that the client left, however the thread ends.
 
-use std::io::{self, Read};
-
 use crossbeam_channel::Sender;
 use log::debug;
 
 use crate::error::describe;
 use crate::hub::{Event, LeaveReason};
 use crate::protocol::{self, Decoded, Input, LineDecoder};
-use crate::server::Connection;
+use crate::server::{Connection, Received};
 use crate::shutdown::ConnectionId;
 
 /// Bytes read per system call. A page: enough for a burst of lines, small on the stack.
@@ -17,13 +15,11 @@ const READ_CHUNK: usize = 4096;
 
 /// Serves one chat client until it quits, closes, idles out or is closed by the hub.
 pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line: usize) {
-    let Connection {
-        id, stream, peer, ..
-    } = connection;
+    let id = connection.id;
     let joined = Event::Joined {
         id,
-        stream: stream.clone(),
-        peer,
+        stream: connection.stream.clone(),
+        peer: connection.peer,
     };
     if hub.send(joined).is_err() {
         return;
@@ -37,27 +33,25 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         let mut inputs = Vec::new();
-        let ended = match (&*stream).read(&mut chunk) {
-            Ok(0) => {
+        let ended = match connection.receive(&mut chunk) {
+            Received::Data(bytes) => {
+                decoder.feed(bytes, |item| collect_input(item, &mut inputs));
+                false
+            }
+            Received::Closed => {
                 decoder.finish(|item| collect_input(item, &mut inputs));
                 true
             }
-            Ok(read) => {
-                decoder.feed(&chunk[..read], |item| collect_input(item, &mut inputs));
-                false
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Received::IdleTimeout => {
                 presence.reason = LeaveReason::IdleTimeout;
                 return;
             }
-            Err(error) => {
-                debug!("#{id} ({peer}): read failed: {}", describe(&error));
+            Received::Failed(error) => {
+                debug!(
+                    "#{id} ({}): read failed: {}",
+                    connection.peer,
+                    describe(&error)
+                );
                 return;
             }
         };

@@ -17,9 +17,12 @@
 pub mod chat;
 pub mod config;
 mod connection;
+pub mod dump;
+pub mod echo;
 pub mod error;
 mod hub;
 pub mod protocol;
+pub mod send;
 pub mod server;
 pub mod shutdown;
 
@@ -27,7 +30,10 @@ use std::sync::Arc;
 
 pub use chat::Chat;
 pub use config::Config;
+pub use dump::{Dump, DumpOptions};
+pub use echo::Echo;
 pub use error::Error;
+pub use send::{SendFile, SendOptions};
 pub use server::{Connection, Server, Service};
 pub use shutdown::ShutdownHandle;
 
@@ -36,13 +42,23 @@ pub use shutdown::ShutdownHandle;
 pub enum Mode {
     /// The chat room (the default).
     Chat,
+    /// The chapter's echo server.
+    Echo,
+    /// Append everything clients send to a file.
+    Dump(DumpOptions),
+    /// Send a file to every client.
+    Send(SendOptions),
 }
 
-/// Builds the service for `mode`, binds per `config` and starts serving. The binary does
+/// Builds the service for `mode` (opening its file first, so a bad file fails before the
+/// port is taken), binds per `config` and starts serving. The binary does
 /// exactly this; tests and embedders call it with port 0.
 pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
     let service: Arc<dyn Service> = match mode {
         Mode::Chat => Arc::new(Chat::start(config)?),
+        Mode::Echo => Arc::new(Echo::new(config.max_line)),
+        Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
+        Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
     };
     let listener = server::bind(config)?;
     Server::start(listener, config, service)

@@ -2,6 +2,7 @@
 //! chosen server and turns its result into an exit code.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, warn};
 
-use tcpchat::{Config, Mode};
+use tcpchat::{Config, DumpOptions, Mode, SendOptions};
 
 /// A TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`.
 #[derive(Parser)]
@@ -25,6 +26,27 @@ struct Cli {
 enum Command {
     /// The chat room: each line goes to everyone else (the default).
     Chat,
+    /// Greet, send every line back, end on "quit".
+    Echo,
+    /// Append everything clients send to FILE (created if missing, never truncated).
+    Dump {
+        /// The file to append to.
+        file: PathBuf,
+        /// Prefix each line with a timestamp and the client's address.
+        #[arg(long)]
+        tag: bool,
+        /// Flush each write to disk (fdatasync) before taking more.
+        #[arg(long)]
+        fsync: bool,
+    },
+    /// Send FILE to each client, then close the connection.
+    Send {
+        /// The file to send.
+        file: PathBuf,
+        /// Leave the connection open after the file until the client closes.
+        #[arg(long)]
+        keep_open: bool,
+    },
 }
 
 /// Options every subcommand takes.
@@ -102,6 +124,16 @@ fn main() -> ExitCode {
     let config = cli.shared.config();
     let mode = match cli.command.unwrap_or(Command::Chat) {
         Command::Chat => Mode::Chat,
+        Command::Echo => Mode::Echo,
+        Command::Dump { file, tag, fsync } => Mode::Dump(DumpOptions {
+            path: file,
+            tag,
+            fsync,
+        }),
+        Command::Send { file, keep_open } => Mode::Send(SendOptions {
+            path: file,
+            keep_open,
+        }),
     };
     match run(&config, &mode) {
         Ok(()) => ExitCode::SUCCESS,

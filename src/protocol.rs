@@ -99,6 +99,99 @@ impl LineDecoder {
     }
 }
 
+/// Splits a byte stream into lines for servers that must not lose or change a byte (echo,
+/// dump): complete lines come out whole, with their line ending; a line longer than
+/// `max_line` comes out in pieces as it arrives, so memory stays bounded.
+#[derive(Debug)]
+pub struct LineSplitter {
+    max_line: usize,
+    unfinished: Vec<u8>,
+    /// Part of the current line already came out as a piece.
+    continuing: bool,
+}
+
+/// A piece of the stream out of a [`LineSplitter`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// The bytes, with the line ending if `ends_line`.
+    pub bytes: &'a [u8],
+    /// This piece is the start of a line.
+    pub starts_line: bool,
+    /// This piece ends with a newline.
+    pub ends_line: bool,
+}
+
+impl Piece<'_> {
+    /// A whole line, start to newline.
+    pub fn is_whole_line(&self) -> bool {
+        self.starts_line && self.ends_line
+    }
+}
+
+impl LineSplitter {
+    /// A splitter holding back at most `max_line` bytes of an unfinished line.
+    pub fn new(max_line: usize) -> Self {
+        LineSplitter {
+            max_line,
+            unfinished: Vec::new(),
+            continuing: false,
+        }
+    }
+
+    /// Feeds bytes as they were read; calls `on_piece` for each whole line and for each
+    /// piece of an over-long one.
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_piece: impl FnMut(Piece<'_>)) {
+        while let Some(end) = bytes.iter().position(|&byte| byte == b'\n') {
+            let (head, tail) = bytes.split_at(end + 1);
+            bytes = tail;
+            let starts_line = !self.continuing;
+            self.continuing = false;
+            if self.unfinished.is_empty() {
+                on_piece(Piece {
+                    bytes: head,
+                    starts_line,
+                    ends_line: true,
+                });
+            } else {
+                let mut line = std::mem::take(&mut self.unfinished);
+                line.extend_from_slice(head);
+                on_piece(Piece {
+                    bytes: &line,
+                    starts_line,
+                    ends_line: true,
+                });
+                line.clear();
+                self.unfinished = line;
+            }
+        }
+        if self.unfinished.len() + bytes.len() <= self.max_line {
+            self.unfinished.extend_from_slice(bytes);
+            return;
+        }
+        let mut piece = std::mem::take(&mut self.unfinished);
+        piece.extend_from_slice(bytes);
+        on_piece(Piece {
+            bytes: &piece,
+            starts_line: !self.continuing,
+            ends_line: false,
+        });
+        self.continuing = true;
+    }
+
+    /// The end of the stream: what is left of an unfinished line, if anything.
+    pub fn finish(&mut self, on_piece: impl FnOnce(Piece<'_>)) {
+        let rest = std::mem::take(&mut self.unfinished);
+        let starts_line = !std::mem::replace(&mut self.continuing, false);
+        if !rest.is_empty() {
+            on_piece(Piece {
+                bytes: &rest,
+                starts_line,
+                ends_line: false,
+            });
+        }
+    }
+}
+
 const TELNET_IAC: u8 = 255;
 const TELNET_SB: u8 = 250;
 const TELNET_SE: u8 = 240;
@@ -284,6 +377,9 @@ pub fn guest_nick(id: u64) -> String {
     format!("guest-{id}")
 }
 
+/// The chapter's idle-timeout line, for the servers without notices (echo, dump, send).
+pub const IDLE_FAREWELL: &[u8] = b"idle timeout, disconnecting, bye!\n";
+
 /// The lines of `/help`.
 pub const HELP: &str = "\
 * commands:
@@ -364,6 +460,32 @@ mod tests {
         let mut last = None;
         decoder.finish(|item| last = Some(format!("{item:?}")));
         assert_eq!(last.as_deref(), Some("Line([98, 121, 101])"));
+    }
+
+    fn split_all(splitter: &mut LineSplitter, chunks: &[&[u8]]) -> Vec<(Vec<u8>, bool, bool)> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            splitter.feed(chunk, |p| {
+                out.push((p.bytes.to_vec(), p.starts_line, p.ends_line))
+            });
+        }
+        splitter.finish(|p| out.push((p.bytes.to_vec(), p.starts_line, p.ends_line)));
+        out
+    }
+
+    #[test]
+    fn the_splitter_keeps_every_byte_and_bounds_long_lines() {
+        let mut splitter = LineSplitter::new(4);
+        let pieces = split_all(&mut splitter, &[b"ab", b"c\r\nabcdef", b"gh\nxy"]);
+        assert_eq!(
+            pieces,
+            vec![
+                (b"abc\r\n".to_vec(), true, true),
+                (b"abcdef".to_vec(), true, false),
+                (b"gh\n".to_vec(), false, true),
+                (b"xy".to_vec(), true, false),
+            ]
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,50 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Lets a service stop the whole server (the dump subcommand does when its file fails).
     pub shutdown: ShutdownHandle,
+}
+
+/// What one read from a client gave.
+pub enum Received<'a> {
+    /// Bytes arrived.
+    Data(&'a [u8]),
+    /// The client closed its side (or the server shut the socket down).
+    Closed,
+    /// Nothing arrived within `--idle-timeout`.
+    IdleTimeout,
+    /// The connection broke (reset, keepalive gave up, ...).
+    Failed(io::Error),
+}
+
+impl Connection {
+    /// Reads what the client sent next into `buffer`, blocking until something happens.
+    pub fn receive<'a>(&self, buffer: &'a mut [u8]) -> Received<'a> {
+        loop {
+            return match (&*self.stream).read(buffer) {
+                Ok(0) => Received::Closed,
+                Ok(count) => Received::Data(&buffer[..count]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Received::IdleTimeout
+                }
+                Err(error) => Received::Failed(error),
+            };
+        }
+    }
+
+    /// Logs the chapter's "new connection" event for the subcommands without nicks.
+    pub fn log_opened(&self) {
+        info!("new connection from {}", self.peer);
+    }
+
+    /// Logs the end of the connection with how it ended.
+    pub fn log_closed(&self, how: impl std::fmt::Display) {
+        info!("connection from {} closed: {how}", self.peer);
+    }
 }
 
 /// What a subcommand does with its connections. The server calls these in order:
@@ -126,13 +171,16 @@ impl Server {
             address: format_host_port(&config.host, config.port),
             source,
         })?;
-        let wake_listener = listener.try_clone().map_err(|source| Error::Listen {
+        let setup_error = |source| Error::Listen {
             address: local_addr.to_string(),
             source,
-        })?;
+        };
+        // The acceptor waits in poll() for a connection or for a byte on this pipe, the
+        // supervisor's way of telling it to stop.
+        let (stop_receiver, stop_sender) = io::pipe().map_err(setup_error)?;
+        listener.set_nonblocking(true).map_err(setup_error)?;
         let (control_sender, control_receiver) = crossbeam_channel::unbounded();
         let shutdown = ShutdownHandle::new(control_sender.clone());
-        let stopping = Arc::new(AtomicBool::new(false));
         let acceptor = Acceptor {
             listener,
             config: config.clone(),
@@ -140,8 +188,9 @@ impl Server {
             control: control_sender,
             shutdown: shutdown.clone(),
             live_connections: Arc::new(AtomicUsize::new(0)),
-            stopping: Arc::clone(&stopping),
+            stop_receiver,
             next_id: 1,
+            in_error_burst: false,
         };
         let acceptor_thread = thread::Builder::new()
             .name(String::from("acceptor"))
@@ -154,8 +203,7 @@ impl Server {
         let supervisor = Supervisor {
             control: control_receiver,
             acceptor: Some(acceptor_thread),
-            wake_listener: Some(wake_listener),
-            stopping,
+            stop_sender: Some(stop_sender),
             service,
             drain_timeout: config.drain_timeout,
             connections: HashMap::new(),
@@ -207,46 +255,101 @@ struct Acceptor {
     control: Sender<Control>,
     shutdown: ShutdownHandle,
     live_connections: Arc<AtomicUsize>,
-    stopping: Arc<AtomicBool>,
+    stop_receiver: io::PipeReader,
     next_id: ConnectionId,
+    in_error_burst: bool,
+}
+
+#[derive(PartialEq)]
+enum AfterAccept {
+    Continue,
+    Stop,
+}
+
+enum Wake {
+    Incoming,
+    Stop,
+}
+
+/// Blocks until a connection is waiting or the supervisor asks the acceptor to stop.
+fn wait_for_listener_or_stop(listener: &TcpListener, stop: &io::PipeReader) -> Wake {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd structs for the whole call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if ready > 0 && fds[1].revents != 0 {
+            return Wake::Stop;
+        }
+        if ready > 0 {
+            return Wake::Incoming;
+        }
+        // EINTR: poll again.
+    }
 }
 
 impl Acceptor {
     fn run(mut self) {
-        let mut in_error_burst = false;
         loop {
-            let accepted = self.listener.accept();
-            if self.stopping.load(Ordering::Acquire) {
-                break;
-            }
-            match accepted {
-                Ok((stream, peer)) => {
-                    in_error_burst = false;
-                    if self.admit(stream, peer) && self.config.once {
+            match wait_for_listener_or_stop(&self.listener, &self.stop_receiver) {
+                Wake::Stop => {
+                    // Connections the kernel already completed are clients that believe
+                    // they are connected and may have sent data: serve them too.
+                    self.accept_ready();
+                    break;
+                }
+                Wake::Incoming => {
+                    if self.accept_ready() == AfterAccept::Stop {
                         info!("serving one connection (--once): no longer accepting");
                         break;
                     }
+                }
+            }
+        }
+        drop(self.listener);
+        info!("stopped accepting connections");
+        let _ = self.control.send(Control::AcceptStopped);
+    }
+
+    /// Accepts every connection waiting in the kernel's queue.
+    fn accept_ready(&mut self) -> AfterAccept {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.in_error_burst = false;
+                    if self.admit(stream, peer) && self.config.once {
+                        return AfterAccept::Stop;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return AfterAccept::Continue;
                 }
                 Err(error) if is_transient_accept_error(&error) => {
                     debug!("accept: {}", describe(&error));
                 }
                 Err(error) => {
-                    // Out of descriptors or memory: log once per burst and give the
-                    // resources a moment to come back instead of spinning.
-                    if !in_error_burst {
+                    // Out of descriptors or memory: the connection stays queued and poll
+                    // reports it again at once, so log once per burst and give resources a
+                    // moment to come back instead of spinning.
+                    if !self.in_error_burst {
                         warn!("cannot accept connections: {}; retrying", describe(&error));
-                        in_error_burst = true;
+                        self.in_error_burst = true;
                     }
                     thread::sleep(ACCEPT_BACKOFF);
+                    return AfterAccept::Continue;
                 }
             }
         }
-        // Stop listening now, even though the supervisor still holds a duplicate of the
-        // socket: new connections are refused from here on.
-        let _ = SockRef::from(&self.listener).shutdown(Shutdown::Read);
-        drop(self.listener);
-        info!("stopped accepting connections");
-        let _ = self.control.send(Control::AcceptStopped);
     }
 
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
@@ -385,9 +488,8 @@ enum Phase {
 struct Supervisor {
     control: Receiver<Control>,
     acceptor: Option<JoinHandle<()>>,
-    /// A duplicate of the listening socket, used only to wake the acceptor.
-    wake_listener: Option<TcpListener>,
-    stopping: Arc<AtomicBool>,
+    /// Closing it (or writing to it) tells the acceptor to stop.
+    stop_sender: Option<io::PipeWriter>,
     service: Arc<dyn Service>,
     drain_timeout: Duration,
     connections: HashMap<ConnectionId, TrackedConnection>,
@@ -451,7 +553,7 @@ impl Supervisor {
                     self.reap(id);
                 }
                 Control::AcceptStopped => {
-                    self.wake_listener = None;
+                    self.stop_sender = None;
                     if let Some(acceptor) = self.acceptor.take() {
                         let _ = acceptor.join();
                     }
@@ -464,14 +566,8 @@ impl Supervisor {
     }
 
     fn stop_accepting(&mut self) {
-        self.stopping.store(true, Ordering::Release);
-        if let Some(listener) = &self.wake_listener {
-            // On Linux, shutting down a listening socket wakes a thread blocked in
-            // accept() (which returns EINVAL) and stops the socket listening.
-            if let Err(error) = SockRef::from(listener).shutdown(Shutdown::Read) {
-                warn!("cannot stop the listener: {}", describe(&error));
-            }
-        }
+        // Dropping the pipe's only writer makes its reader readable (end of file).
+        self.stop_sender = None;
     }
 
     /// Lets the service send what it still owes, then says goodbye and closes each

@@ -2,5 +2,8 @@
 
 mod binary;
 mod chat;
+mod dump;
+mod echo;
+mod send;
 mod shutdown;
 mod support;

@@ -1,8 +1,9 @@
 //! Helpers shared by the tests: line clients that wait for lines (never sleep), servers
 //! started in-process or as the real binary.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -16,7 +17,33 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Starts a chat server in-process on 127.0.0.1, port 0.
 pub fn start_chat(config: Config) -> Server {
-    tcpchat::start(&config, &Mode::Chat).expect("server starts")
+    start(config, Mode::Chat)
+}
+
+/// Starts any subcommand's server in-process.
+pub fn start(config: Config, mode: Mode) -> Server {
+    tcpchat::start(&config, &mode).expect("server starts")
+}
+
+/// A path in the temporary folder, unique to this test, removed when dropped.
+pub struct TempPath(pub PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> TempPath {
+        let path = std::env::temp_dir().join(format!("tcpchat-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        TempPath(path)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A client speaking lines, as nc would.
@@ -103,6 +130,29 @@ impl LineClient {
         self.send("/who");
         let line = self.next_line().expect("answer to /who");
         assert!(line.starts_with("* online ("), "unexpected line {line:?}");
+    }
+
+    /// The client's own address, as the server sees it.
+    pub fn local_address(&self) -> SocketAddr {
+        self.writer.local_addr().expect("local address")
+    }
+
+    /// Reads exactly `count` bytes.
+    pub fn expect_bytes(&mut self, count: usize) -> Vec<u8> {
+        let mut bytes = vec![0; count];
+        self.reader
+            .read_exact(&mut bytes)
+            .expect("bytes within PATIENCE");
+        bytes
+    }
+
+    /// Reads what is there (0 at end of stream).
+    pub fn read_some(&mut self, buffer: &mut [u8]) -> usize {
+        match self.reader.read(buffer) {
+            Ok(count) => count,
+            Err(error) if error.kind() == ErrorKind::ConnectionReset => 0,
+            Err(error) => panic!("nothing to read within {PATIENCE:?}: {error}"),
+        }
     }
 
     pub fn shutdown_write(&self) {

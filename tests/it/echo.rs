@@ -1,0 +1,72 @@
+//! `tcpchat echo`: the chapter's echo server.
+
+use tcpchat::{Config, Mode};
+
+use crate::support::{BinaryServer, LineClient, is_refused, start};
+
+const GREETING: &str = "Hello! You can start typing. Type \"quit\" to exit!";
+
+#[test]
+fn echo_greets_sends_lines_back_and_says_bye_on_quit() {
+    let server = start(Config::localhost(), Mode::Echo);
+    let mut client = LineClient::connect(server.local_addr());
+    assert_eq!(client.next_line().as_deref(), Some(GREETING));
+    client.send("hello");
+    assert_eq!(client.next_line().as_deref(), Some("hello"));
+    client.send_bytes(b"over telnet\r\n");
+    assert_eq!(client.next_line().as_deref(), Some("over telnet"));
+    client.send_bytes(b"  QuIt \r\nnot echoed\n");
+    assert_eq!(client.expect_closed(), vec!["Bye Bye!".to_owned()]);
+}
+
+#[test]
+fn echo_is_binary_safe_and_streams_long_lines() {
+    let server = start(
+        Config {
+            max_line: 16,
+            ..Config::localhost()
+        },
+        Mode::Echo,
+    );
+    let mut client = LineClient::connect(server.local_addr());
+    client.expect_line("Hello!");
+    let binary: Vec<u8> = (0u8..=255).filter(|&b| b != b'\n').chain([b'\n']).collect();
+    client.send_bytes(&binary);
+    assert_eq!(client.expect_bytes(binary.len()), binary);
+    // Longer than --max-line and no newline yet: it comes back anyway, in pieces.
+    let long = vec![b'x'; 10_000];
+    client.send_bytes(&long);
+    assert_eq!(client.expect_bytes(long.len()), long);
+    // A partial last line is sent back when the client closes its side.
+    client.send_bytes(b"tail");
+    client.shutdown_write();
+    assert_eq!(client.expect_closed(), vec!["tail".to_owned()]);
+}
+
+#[test]
+fn echo_once_serves_one_client_then_exits() {
+    let mut server = BinaryServer::start(&["echo", "--once"]);
+    let mut client = LineClient::connect(server.address);
+    client.expect_line("Hello!");
+    server.expect_log("stopped accepting");
+    assert!(is_refused(server.address));
+    client.send("quit");
+    client.expect_line("Bye Bye!");
+    let (status, log) = server.wait_exit();
+    assert!(status.success());
+    assert!(
+        log.iter().any(|line| line.ends_with("server closed")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn echo_idle_clients_get_the_chapter_line() {
+    let server = BinaryServer::start(&["echo", "--idle-timeout", "1"]);
+    let mut client = LineClient::connect(server.address);
+    client.expect_line("Hello!");
+    assert_eq!(
+        client.expect_closed(),
+        vec!["idle timeout, disconnecting, bye!".to_owned()]
+    );
+}
