@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TCPCHAT=${TCPCHAT:-./target/release/tcpchat}
-NC=${NC:-nc}
+# OpenBSD netcat (Debian's default nc): the scripts use its -N (close the connection's
+# sending side at the end of input).
+NC=${NC:-$(command -v nc.openbsd || echo nc)}
 WORK=$(mktemp -d)
 PIDS=()
 
@@ -44,6 +46,15 @@ start_server() {
   PIDS+=("$SERVER_PID")
   wait_for "$WORK/$name.log" "listening on "
   PORT=$(grep -m1 -o 'listening on .*' "$WORK/$name.log" | sed 's/.*://')
+}
+
+# wait_exit PID: the process must exit with status 0 within 10 s.
+wait_exit() {
+  for _ in $(seq 200); do
+    kill -0 "$1" 2>/dev/null || { wait "$1" || fail "process $1 exited with status $?"; return 0; }
+    sleep 0.05
+  done
+  fail "process $1 still running"
 }
 
 # stop_server: Ctrl-C, then the exit status must be 0.
