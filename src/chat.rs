@@ -6,7 +6,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, ClientLimits};
 use crate::error::Error;
 use crate::hub::{self, Event, HubLimits};
 use crate::server::{Connection, Service};
@@ -20,7 +20,7 @@ const HUB_QUEUE_CAPACITY: usize = 1024;
 pub struct Chat {
     events: Sender<Event>,
     hub_thread: Mutex<Option<JoinHandle<()>>>,
-    max_line: usize,
+    client_limits: ClientLimits,
 }
 
 impl Chat {
@@ -41,14 +41,18 @@ impl Chat {
         Ok(Chat {
             events,
             hub_thread: Mutex::new(Some(hub_thread)),
-            max_line: config.max_line,
+            client_limits: ClientLimits {
+                max_line: config.max_line,
+                rate: config.rate,
+                burst: config.burst,
+            },
         })
     }
 }
 
 impl Service for Chat {
     fn serve(&self, connection: Connection) {
-        connection::serve_client(connection, &self.events, self.max_line);
+        connection::serve_client(connection, &self.events, self.client_limits);
     }
 
     fn begin_drain(&self) {

@@ -29,6 +29,15 @@ pub struct Config {
     /// disconnected as a slow consumer. Default 1 MiB: thousands of lines of slack for a
     /// briefly stalled reader, bounded so one stuck client cannot grow the server.
     pub max_pending: usize,
+    /// Chat flood control: lines per second a client may send once its burst is used up;
+    /// 0 turns it off. Default 10: faster than anyone types, slow enough that a script
+    /// piping `yes` cannot drown the room.
+    pub rate: u32,
+    /// Chat flood control: lines a client may send at once (a pasted paragraph). Default 20.
+    pub burst: u32,
+    /// Most connections from one IP address; 0 = no limit (the default: a classroom behind
+    /// one NAT address must still fit).
+    pub max_per_ip: usize,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
@@ -53,6 +62,9 @@ impl Default for Config {
             nagle: false,
             max_line: 4096,
             max_pending: 1024 * 1024,
+            rate: 10,
+            burst: 20,
+            max_per_ip: 0,
             drain_timeout: Duration::from_secs(30),
             once: false,
             thread_stack_size: 64 * 1024,

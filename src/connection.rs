@@ -1,12 +1,15 @@
 //! One chat client's thread: reads lines, parses them, hands them to the hub, and makes
 //! sure the hub hears exactly once that the client left, however the thread ends.
 
+use std::time::Instant;
+
 use crossbeam_channel::Sender;
 use log::debug;
 
 use crate::error::describe;
 use crate::hub::{Event, LeaveReason};
 use crate::protocol::{self, Decoded, Input, LineDecoder};
+use crate::rate::TokenBucket;
 use crate::server::{Connection, Received};
 use crate::shutdown::ConnectionId;
 
@@ -14,7 +17,7 @@ use crate::shutdown::ConnectionId;
 const READ_CHUNK: usize = 4096;
 
 /// Serves one chat client until it quits, closes, idles out or is closed by the hub.
-pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line: usize) {
+pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: ClientLimits) {
     let id = connection.id;
     let joined = Event::Joined {
         id,
@@ -29,7 +32,8 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line
         hub,
         reason: LeaveReason::ConnectionClosed,
     };
-    let mut decoder = LineDecoder::new(max_line);
+    let mut decoder = LineDecoder::new(limits.max_line);
+    let mut flood_control = TokenBucket::new(limits.rate, limits.burst, Instant::now());
     let mut chunk = [0u8; READ_CHUNK];
     loop {
         let mut inputs = Vec::new();
@@ -56,7 +60,7 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line
             }
         };
         let quit = take_quit(&mut inputs);
-        if !inputs.is_empty() && hub.send(Event::Inputs { id, inputs }).is_err() {
+        if !forward(&connection, hub, inputs, &mut flood_control) {
             return;
         }
         if let Some(reason) = quit {
@@ -67,6 +71,42 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, max_line
             return;
         }
     }
+}
+
+/// Per-client limits applied on the client's own thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientLimits {
+    pub max_line: usize,
+    /// Lines per second (0 = no flood control).
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// Hands the inputs of one read to the hub, in as few events as flood control allows.
+/// Waiting for a token keeps this thread from reading, which is what slows a flooder down.
+/// Returns false if the connection was closed meanwhile or the hub is gone.
+fn forward(
+    connection: &Connection,
+    hub: &Sender<Event>,
+    inputs: Vec<Input>,
+    flood_control: &mut Option<TokenBucket>,
+) -> bool {
+    let id = connection.id;
+    let send =
+        |inputs: Vec<Input>| inputs.is_empty() || hub.send(Event::Inputs { id, inputs }).is_ok();
+    let Some(bucket) = flood_control else {
+        return send(inputs);
+    };
+    let mut batch = Vec::new();
+    for input in inputs {
+        while let Err(wait) = bucket.take(Instant::now()) {
+            if !send(std::mem::take(&mut batch)) || !connection.pause(wait) {
+                return false;
+            }
+        }
+        batch.push(input);
+    }
+    send(batch)
 }
 
 fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {

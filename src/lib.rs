@@ -21,7 +21,9 @@ pub mod dump;
 pub mod echo;
 pub mod error;
 mod hub;
+pub mod limits;
 pub mod protocol;
+pub mod rate;
 pub mod send;
 pub mod server;
 pub mod shutdown;
@@ -36,6 +38,23 @@ pub use error::Error;
 pub use send::{SendFile, SendOptions};
 pub use server::{Connection, Server, Service};
 pub use shutdown::ShutdownHandle;
+
+/// Lowers `max_clients` to what the machine can hold (see [`limits::connection_ceiling`]),
+/// with one warning, so that a client too many is refused instead of crashing the server.
+fn clamp_to_machine(config: &Config) -> Config {
+    let ceiling = limits::connection_ceiling();
+    let mut config = config.clone();
+    if config.max_clients > ceiling.connections {
+        log::warn!(
+            "--max-clients {} is more than this machine allows: using {} (limited by {})",
+            config.max_clients,
+            ceiling.connections,
+            ceiling.limited_by
+        );
+        config.max_clients = ceiling.connections;
+    }
+    config
+}
 
 /// Which server to run.
 #[derive(Debug, Clone)]
@@ -54,6 +73,7 @@ pub enum Mode {
 /// port is taken), binds per `config` and starts serving. The binary does
 /// exactly this; tests and embedders call it with port 0.
 pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
+    let config = &clamp_to_machine(config);
     let service: Arc<dyn Service> = match mode {
         Mode::Chat => Arc::new(Chat::start(config)?),
         Mode::Echo => Arc::new(Echo::new(config.max_line)),

@@ -76,6 +76,20 @@ struct SharedOptions {
     /// Unsent output a client may have queued before it is disconnected as a slow consumer.
     #[arg(long, global = true, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_pending: usize,
+    /// Chat flood control: lines per second per client after its burst (0 = off).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10,
+        value_name = "LINES_PER_SEC"
+    )]
+    rate: u32,
+    /// Chat flood control: lines a client may send at once.
+    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    burst: u32,
+    /// Most connections from one IP address (0 = no limit).
+    #[arg(long, global = true, default_value_t = 0, value_name = "N")]
+    max_per_ip: usize,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
@@ -102,6 +116,9 @@ impl SharedOptions {
             nagle: self.nagle,
             max_line: self.max_line.max(1),
             max_pending: self.max_pending,
+            rate: self.rate,
+            burst: self.burst,
+            max_per_ip: self.max_per_ip,
             drain_timeout: Duration::from_secs(self.drain_timeout),
             once: self.once,
             ..Config::default()

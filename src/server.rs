@@ -7,22 +7,21 @@
 //!     └── Spawned/AcceptStopped ┴──> supervisor <── ShutdownHandle (Ctrl-C)
 //! ```
 
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
 use crate::error::{Error, describe};
-use crate::shutdown::{ConnectionId, Control, ShutdownHandle};
+use crate::limits::Places;
+use crate::shutdown::{ConnectionId, Control, ShutdownHandle, Supervisor};
 
 /// How many connections may wait in the kernel's accept queue (capped by somaxconn).
 /// Large, so a class connecting at once or a load test is not refused.
@@ -80,6 +79,31 @@ impl Connection {
                 }
                 Err(error) => Received::Failed(error),
             };
+        }
+    }
+
+    /// Waits for `duration` unless the connection is shut down first (by the server, or a
+    /// reset from the peer); returns false then. Used by flood control, so that a client
+    /// waiting for its next token is still closed at once on shutdown.
+    pub fn pause(&self, duration: Duration) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            // No events asked for: poll reports only POLLHUP (both directions shut down)
+            // and POLLERR, never the data a flooder keeps sending.
+            events: 0,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(duration.as_millis()).unwrap_or(libc::c_int::MAX);
+        let deadline = Instant::now() + duration;
+        loop {
+            // SAFETY: `fd` is one valid pollfd struct for the whole call.
+            let ready = unsafe { libc::poll(&mut fd, 1, millis.max(1)) };
+            if ready > 0 {
+                return false;
+            }
+            if ready == 0 || Instant::now() >= deadline {
+                return true;
+            }
         }
     }
 
@@ -187,7 +211,7 @@ impl Server {
             service: Arc::clone(&service),
             control: control_sender,
             shutdown: shutdown.clone(),
-            live_connections: Arc::new(AtomicUsize::new(0)),
+            places: Places::new(config.max_clients, config.max_per_ip),
             stop_receiver,
             next_id: 1,
             in_error_burst: false,
@@ -200,14 +224,13 @@ impl Server {
                 source,
             })?;
         info!("listening on {local_addr}");
-        let supervisor = Supervisor {
-            control: control_receiver,
-            acceptor: Some(acceptor_thread),
-            stop_sender: Some(stop_sender),
+        let supervisor = Supervisor::new(
+            control_receiver,
+            acceptor_thread,
+            stop_sender,
             service,
-            drain_timeout: config.drain_timeout,
-            connections: HashMap::new(),
-        };
+            config.drain_timeout,
+        );
         let supervisor = thread::Builder::new()
             .name(String::from("supervisor"))
             .spawn(move || supervisor.run())
@@ -254,7 +277,7 @@ struct Acceptor {
     service: Arc<dyn Service>,
     control: Sender<Control>,
     shutdown: ShutdownHandle,
-    live_connections: Arc<AtomicUsize>,
+    places: Places,
     stop_receiver: io::PipeReader,
     next_id: ConnectionId,
     in_error_burst: bool,
@@ -354,15 +377,15 @@ impl Acceptor {
 
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) -> bool {
-        let live = self.live_connections.load(Ordering::Acquire);
-        if live >= self.config.max_clients {
-            info!(
-                "refused {peer}: server full ({} clients)",
-                self.config.max_clients
-            );
-            refuse(&stream, b"! server full\n");
-            return false;
-        }
+        let id = self.next_id;
+        let slot = match self.places.take(id, peer.ip(), self.control.clone()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                info!("refused {peer}: {}", refusal.reason());
+                refuse(&stream, &refusal.line());
+                return false;
+            }
+        };
         if let Err(error) = configure_socket(&stream, &self.config) {
             debug!(
                 "dropped {peer}: cannot set socket options: {}",
@@ -370,10 +393,8 @@ impl Acceptor {
             );
             return false;
         }
-        let id = self.next_id;
         self.next_id += 1;
         let stream = Arc::new(stream);
-        let slot = ConnectionSlot::take(id, &self.live_connections, self.control.clone());
         let connection = Connection {
             id,
             stream: Arc::clone(&stream),
@@ -433,170 +454,6 @@ fn configure_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
             socket.set_tcp_keepalive(&keepalive)
         }
         None => socket.set_keepalive(false),
-    }
-}
-
-/// Holds one of the `max_clients` places; gives it back and reports the end of the
-/// connection when dropped, however its thread ends (return, error or panic).
-struct ConnectionSlot {
-    id: ConnectionId,
-    live_connections: Arc<AtomicUsize>,
-    control: Sender<Control>,
-}
-
-impl ConnectionSlot {
-    fn take(
-        id: ConnectionId,
-        live_connections: &Arc<AtomicUsize>,
-        control: Sender<Control>,
-    ) -> Self {
-        live_connections.fetch_add(1, Ordering::AcqRel);
-        ConnectionSlot {
-            id,
-            live_connections: Arc::clone(live_connections),
-            control,
-        }
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.live_connections.fetch_sub(1, Ordering::AcqRel);
-        let _ = self.control.send(Control::Finished(self.id));
-    }
-}
-
-/// What the supervisor knows of one connection. An entry is complete, and removed, once
-/// both the acceptor's `Spawned` and the slot's `Finished` have arrived (in either order).
-#[derive(Default)]
-struct TrackedConnection {
-    spawned: bool,
-    finished: bool,
-    thread: Option<JoinHandle<()>>,
-    stream: Option<Arc<TcpStream>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
-    Serving,
-    Draining { deadline: Instant },
-    Closing,
-}
-
-/// Owns every thread handle; turns shutdown requests into the shutdown sequence:
-/// stop accepting, drain, close what is left, join everything, finish the service.
-struct Supervisor {
-    control: Receiver<Control>,
-    acceptor: Option<JoinHandle<()>>,
-    /// Closing it (or writing to it) tells the acceptor to stop.
-    stop_sender: Option<io::PipeWriter>,
-    service: Arc<dyn Service>,
-    drain_timeout: Duration,
-    connections: HashMap<ConnectionId, TrackedConnection>,
-}
-
-impl Supervisor {
-    fn run(mut self) -> Result<(), Error> {
-        let mut phase = Phase::Serving;
-        while self.acceptor.is_some() || !self.connections.is_empty() {
-            let control = match phase {
-                Phase::Draining { deadline } => match self.control.recv_deadline(deadline) {
-                    Ok(control) => control,
-                    Err(RecvTimeoutError::Timeout) => {
-                        info!(
-                            "drain timeout: closing {} remaining connections",
-                            self.connections.len()
-                        );
-                        self.close_connections();
-                        phase = Phase::Closing;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                Phase::Serving | Phase::Closing => match self.control.recv() {
-                    Ok(control) => control,
-                    Err(_) => break,
-                },
-            };
-            match control {
-                Control::Shutdown if phase == Phase::Serving => {
-                    self.stop_accepting();
-                    info!(
-                        "shutting down: {} connections may go on for up to {}s",
-                        self.connections.len(),
-                        self.drain_timeout.as_secs()
-                    );
-                    self.service.begin_drain();
-                    phase = Phase::Draining {
-                        deadline: Instant::now() + self.drain_timeout,
-                    };
-                }
-                Control::Shutdown => {}
-                Control::Abort if phase != Phase::Closing => {
-                    self.stop_accepting();
-                    self.close_connections();
-                    phase = Phase::Closing;
-                }
-                Control::Abort => {}
-                Control::Spawned { id, thread, stream } => {
-                    let tracked = self.connections.entry(id).or_default();
-                    tracked.spawned = true;
-                    tracked.thread = thread;
-                    tracked.stream = Some(stream);
-                    if phase == Phase::Closing {
-                        let _ = tracked.stream.as_ref().map(|s| s.shutdown(Shutdown::Both));
-                    }
-                    self.reap(id);
-                }
-                Control::Finished(id) => {
-                    self.connections.entry(id).or_default().finished = true;
-                    self.reap(id);
-                }
-                Control::AcceptStopped => {
-                    self.stop_sender = None;
-                    if let Some(acceptor) = self.acceptor.take() {
-                        let _ = acceptor.join();
-                    }
-                }
-            }
-        }
-        let result = self.service.finish();
-        info!("server closed");
-        result
-    }
-
-    fn stop_accepting(&mut self) {
-        // Dropping the pipe's only writer makes its reader readable (end of file).
-        self.stop_sender = None;
-    }
-
-    /// Lets the service send what it still owes, then says goodbye and closes each
-    /// connection; their threads see end-of-stream and finish.
-    fn close_connections(&mut self) {
-        self.service.close_all();
-        let goodbye = self.service.goodbye();
-        for stream in self.connections.values().filter_map(|c| c.stream.as_ref()) {
-            if let Some(line) = &goodbye {
-                let _ = SockRef::from(&**stream).send_with_flags(line, SEND_NOW);
-            }
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Joins a connection's thread once both its start and its end have been reported.
-    fn reap(&mut self, id: ConnectionId) {
-        let complete = self
-            .connections
-            .get(&id)
-            .is_some_and(|tracked| tracked.spawned && tracked.finished);
-        if !complete {
-            return;
-        }
-        if let Some(thread) = self.connections.remove(&id).and_then(|t| t.thread)
-            && thread.join().is_err()
-        {
-            warn!("connection #{id}: its thread panicked; the server carries on");
-        }
     }
 }
 

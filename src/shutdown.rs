@@ -1,15 +1,24 @@
-//! The one shutdown signal every thread observes.
+//! The one shutdown signal every thread observes, and the supervisor that carries out
+//! the shutdown sequence: stop accepting, drain, close what is left, join every thread.
 //!
 //! The supervisor (see server.rs) reads one channel of [`Control`] messages: shutdown
 //! requests, and the births and deaths of connection threads. Keeping them on one channel
 //! keeps their order: a connection the acceptor reported before it stopped is always seen
 //! before the acceptor's `AcceptStopped`.
 
-use std::net::TcpStream;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{info, warn};
+use socket2::SockRef;
+
+use crate::error::Error;
+use crate::server::{SEND_NOW, Service};
 
 /// Number of a connection, unique for the life of the server, counting from 1.
 pub type ConnectionId = u64;
@@ -53,5 +62,156 @@ impl ShutdownHandle {
     /// Stops accepting and closes every connection now, without a drain period.
     pub fn abort(&self) {
         let _ = self.control.send(Control::Abort);
+    }
+}
+
+/// What the supervisor knows of one connection. An entry is complete, and removed, once
+/// both the acceptor's `Spawned` and the slot's `Finished` have arrived (in either order).
+#[derive(Default)]
+struct TrackedConnection {
+    spawned: bool,
+    finished: bool,
+    thread: Option<JoinHandle<()>>,
+    stream: Option<Arc<TcpStream>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Serving,
+    Draining { deadline: Instant },
+    Closing,
+}
+
+/// Owns every thread handle; turns shutdown requests into the shutdown sequence:
+/// stop accepting, drain, close what is left, join everything, finish the service.
+pub(crate) struct Supervisor {
+    control: Receiver<Control>,
+    acceptor: Option<JoinHandle<()>>,
+    /// Closing it (or writing to it) tells the acceptor to stop.
+    stop_sender: Option<io::PipeWriter>,
+    service: Arc<dyn Service>,
+    drain_timeout: Duration,
+    connections: HashMap<ConnectionId, TrackedConnection>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        control: Receiver<Control>,
+        acceptor: JoinHandle<()>,
+        stop_sender: io::PipeWriter,
+        service: Arc<dyn Service>,
+        drain_timeout: Duration,
+    ) -> Supervisor {
+        Supervisor {
+            control,
+            acceptor: Some(acceptor),
+            stop_sender: Some(stop_sender),
+            service,
+            drain_timeout,
+            connections: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Result<(), Error> {
+        let mut phase = Phase::Serving;
+        while self.acceptor.is_some() || !self.connections.is_empty() {
+            let control = match phase {
+                Phase::Draining { deadline } => match self.control.recv_deadline(deadline) {
+                    Ok(control) => control,
+                    Err(RecvTimeoutError::Timeout) => {
+                        info!(
+                            "drain timeout: closing {} remaining connections",
+                            self.connections.len()
+                        );
+                        self.close_connections();
+                        phase = Phase::Closing;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                Phase::Serving | Phase::Closing => match self.control.recv() {
+                    Ok(control) => control,
+                    Err(_) => break,
+                },
+            };
+            match control {
+                Control::Shutdown if phase == Phase::Serving => {
+                    self.stop_accepting();
+                    info!(
+                        "shutting down: {} connections may go on for up to {}s",
+                        self.connections.len(),
+                        self.drain_timeout.as_secs()
+                    );
+                    self.service.begin_drain();
+                    phase = Phase::Draining {
+                        deadline: Instant::now() + self.drain_timeout,
+                    };
+                }
+                Control::Shutdown => {}
+                Control::Abort if phase != Phase::Closing => {
+                    self.stop_accepting();
+                    self.close_connections();
+                    phase = Phase::Closing;
+                }
+                Control::Abort => {}
+                Control::Spawned { id, thread, stream } => {
+                    let tracked = self.connections.entry(id).or_default();
+                    tracked.spawned = true;
+                    tracked.thread = thread;
+                    tracked.stream = Some(stream);
+                    if phase == Phase::Closing {
+                        let _ = tracked.stream.as_ref().map(|s| s.shutdown(Shutdown::Both));
+                    }
+                    self.reap(id);
+                }
+                Control::Finished(id) => {
+                    self.connections.entry(id).or_default().finished = true;
+                    self.reap(id);
+                }
+                Control::AcceptStopped => {
+                    self.stop_sender = None;
+                    if let Some(acceptor) = self.acceptor.take() {
+                        let _ = acceptor.join();
+                    }
+                }
+            }
+        }
+        let result = self.service.finish();
+        info!("server closed");
+        result
+    }
+
+    fn stop_accepting(&mut self) {
+        // Dropping the pipe's only writer makes its reader readable (end of file).
+        self.stop_sender = None;
+    }
+
+    /// Lets the service send what it still owes, then says goodbye and closes each
+    /// connection; their threads see end-of-stream and finish.
+    fn close_connections(&mut self) {
+        self.service.close_all();
+        let goodbye = self.service.goodbye();
+        for stream in self.connections.values().filter_map(|c| c.stream.as_ref()) {
+            if let Some(line) = &goodbye {
+                let _ = SockRef::from(&**stream).send_with_flags(line, SEND_NOW);
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Joins a connection's thread once both its start and its end have been reported.
+    fn reap(&mut self, id: ConnectionId) {
+        let complete = self
+            .connections
+            .get(&id)
+            .is_some_and(|tracked| tracked.spawned && tracked.finished);
+        if !complete {
+            return;
+        }
+        if let Some(thread) = self.connections.remove(&id).and_then(|t| t.thread)
+            && thread.join().is_err()
+        {
+            warn!("connection #{id}: its thread panicked; the server carries on");
+        }
     }
 }

@@ -257,6 +257,7 @@ fn escape_sequences_and_control_bytes_never_reach_others() {
 fn a_stalled_client_does_not_delay_others_and_is_disconnected() {
     let server = start_chat(Config {
         max_pending: 64 * 1024,
+        rate: 0,
         ..Config::localhost()
     });
     let address = server.local_addr();

@@ -1,0 +1,203 @@
+//! Connection places: `--max-clients` and `--max-per-ip`, held by a slot guard that gives
+//! its place back when dropped, and the ceiling the machine itself puts on threads.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::shutdown::{ConnectionId, Control};
+
+/// Memory mappings one thread costs: its stack, the guard page below it, and the
+/// allocator arena and signal stack that glibc and std may add.
+const MAPPINGS_PER_THREAD: usize = 4;
+/// Threads and descriptors kept for everything that is not a client (the acceptor, hub and
+/// supervisor, log output, the files of dump and send, the program's own mappings): a
+/// sixteenth of each limit, at least 8 and at most 256.
+fn reserved(limit: usize) -> usize {
+    (limit / 16).clamp(8, 256)
+}
+
+/// Connections open now, in total and per address.
+#[derive(Debug, Default)]
+pub(crate) struct Occupancy {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was refused, as the line the client gets.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ServerFull,
+    TooManyFromAddress,
+}
+
+impl Refusal {
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server full",
+            Refusal::TooManyFromAddress => "too many connections from your address",
+        }
+    }
+
+    /// The line the refused client receives before the connection closes.
+    pub(crate) fn line(&self) -> Vec<u8> {
+        format!("! {}\n", self.reason()).into_bytes()
+    }
+}
+
+/// Shared by the acceptor (which takes places) and the slots (which give them back).
+#[derive(Clone)]
+pub(crate) struct Places {
+    occupancy: Arc<Mutex<Occupancy>>,
+    max_clients: usize,
+    max_per_ip: usize,
+}
+
+impl Places {
+    pub(crate) fn new(max_clients: usize, max_per_ip: usize) -> Places {
+        Places {
+            occupancy: Arc::default(),
+            max_clients,
+            max_per_ip,
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or says why there is none.
+    pub(crate) fn take(
+        &self,
+        id: ConnectionId,
+        ip: IpAddr,
+        control: Sender<Control>,
+    ) -> Result<ConnectionSlot, Refusal> {
+        let mut occupancy = self.occupancy.lock();
+        if occupancy.total >= self.max_clients {
+            return Err(Refusal::ServerFull);
+        }
+        let from_ip = occupancy.per_ip.entry(ip).or_insert(0);
+        if self.max_per_ip > 0 && *from_ip >= self.max_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *from_ip += 1;
+        occupancy.total += 1;
+        Ok(ConnectionSlot {
+            id,
+            ip,
+            places: self.clone(),
+            control,
+        })
+    }
+
+    fn give_back(&self, ip: IpAddr) {
+        let mut occupancy = self.occupancy.lock();
+        occupancy.total -= 1;
+        if let Some(count) = occupancy.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                occupancy.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Holds one connection's place; gives it back and reports the end of the connection to
+/// the supervisor when dropped, however its thread ends (return, error or panic).
+pub(crate) struct ConnectionSlot {
+    id: ConnectionId,
+    ip: IpAddr,
+    places: Places,
+    control: Sender<Control>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.places.give_back(self.ip);
+        let _ = self.control.send(Control::Finished(self.id));
+    }
+}
+
+/// The most connections this machine lets the process hold, and what sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceiling {
+    pub connections: usize,
+    pub limited_by: &'static str,
+}
+
+/// Each client is a thread and a file descriptor. Threads run out at vm.max_map_count /
+/// MAPPINGS_PER_THREAD (about 16,000 with the default 65530) long before memory, and a
+/// thread that cannot map its stack makes spawn fail (or the process abort), so the
+/// server must know the ceiling rather than find it.
+pub fn connection_ceiling() -> Ceiling {
+    let mut candidates = Vec::new();
+    if let Some(maps) = read_proc_number("/proc/sys/vm/max_map_count") {
+        candidates.push((maps / MAPPINGS_PER_THREAD, "vm.max_map_count"));
+    }
+    if let Some(threads) = read_proc_number("/proc/sys/kernel/threads-max") {
+        candidates.push((threads, "kernel.threads-max"));
+    }
+    if let Some(files) = open_file_limit() {
+        candidates.push((files, "the open-file limit (ulimit -n)"));
+    }
+    candidates
+        .into_iter()
+        .map(|(limit, limited_by)| Ceiling {
+            connections: limit.saturating_sub(reserved(limit)),
+            limited_by,
+        })
+        .min_by_key(|ceiling| ceiling.connections)
+        .unwrap_or(Ceiling {
+            connections: usize::MAX,
+            limited_by: "nothing known",
+        })
+}
+
+fn read_proc_number(path: &str) -> Option<usize> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (result == 0).then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_limited_in_total_and_per_address_and_given_back() {
+        let places = Places::new(3, 2);
+        let (control, _finished) = crossbeam_channel::unbounded();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = places.take(1, a, control.clone()).expect("first");
+        let _second = places.take(2, a, control.clone()).expect("second");
+        assert_eq!(
+            places.take(3, a, control.clone()).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        let _third = places.take(4, b, control.clone()).expect("other address");
+        assert_eq!(
+            places.take(5, b, control.clone()).err(),
+            Some(Refusal::ServerFull)
+        );
+        drop(first);
+        assert!(places.take(6, a, control).is_ok());
+    }
+
+    #[test]
+    fn the_ceiling_is_below_the_machine_limits() {
+        let ceiling = connection_ceiling();
+        assert!(ceiling.connections > 0);
+        if let Some(maps) = read_proc_number("/proc/sys/vm/max_map_count") {
+            assert!(ceiling.connections <= maps / MAPPINGS_PER_THREAD);
+        }
+    }
+}
