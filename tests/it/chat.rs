@@ -1,8 +1,5 @@
 //! The chat room through the library: joining, talking, commands, limits.
 
-use std::net::TcpStream;
-use std::thread;
-
 use tcpchat::Config;
 
 use crate::support::{LineClient, start_chat};
@@ -251,49 +248,4 @@ fn escape_sequences_and_control_bytes_never_reach_others() {
         receiver.expect_line("red"),
         format!("[{nick}] red and bell \u{fffd}")
     );
-}
-
-#[test]
-fn a_stalled_client_does_not_delay_others_and_is_disconnected() {
-    let server = start_chat(Config {
-        max_pending: 64 * 1024,
-        rate: 0,
-        ..Config::localhost()
-    });
-    let address = server.local_addr();
-    let (mut watcher, _) = LineClient::join(address);
-    let stalled = TcpStream::connect(address).expect("connect stalled client");
-    watcher.expect_line("joined");
-    let (mut sender, sender_nick) = LineClient::join(address);
-    watcher.expect_line("joined");
-
-    const LINES: usize = 20_000;
-    let payload = "z".repeat(1000);
-    let sending = thread::spawn(move || {
-        for number in 0..LINES {
-            sender.send(&format!("{number} {payload}"));
-        }
-        sender
-    });
-    // The watcher receives every line, in order, while the stalled client never reads.
-    let mut slow_consumer_seen = false;
-    let mut next = 0;
-    while next < LINES {
-        let line = watcher.next_line().expect("watcher line");
-        if line.contains("left (slow consumer)") {
-            slow_consumer_seen = true;
-            continue;
-        }
-        let prefix = format!("[{sender_nick}] {next} ");
-        assert!(
-            line.starts_with(&prefix),
-            "expected line {next}, got {line:.60}"
-        );
-        next += 1;
-    }
-    let _sender = sending.join().expect("sender");
-    if !slow_consumer_seen {
-        watcher.expect_line("left (slow consumer)");
-    }
-    drop(stalled);
 }

@@ -4,6 +4,7 @@ mod binary;
 mod chat;
 mod dump;
 mod echo;
+mod hardening;
 mod send;
 mod shutdown;
 mod support;

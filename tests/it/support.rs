@@ -137,6 +137,11 @@ impl LineClient {
         self.writer.local_addr().expect("local address")
     }
 
+    /// The underlying socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+
     /// Reads exactly `count` bytes.
     pub fn expect_bytes(&mut self, count: usize) -> Vec<u8> {
         let mut bytes = vec![0; count];
@@ -177,6 +182,11 @@ impl BinaryServer {
             .args(args)
             .args(["--host", "127.0.0.1", "--port", "0"]);
         let (child, log) = spawn_with_log(command);
+        BinaryServer::from_child(child, log)
+    }
+
+    /// Wraps a started process (e.g. under a shell with a lower ulimit).
+    pub fn from_child(child: Child, log: mpsc::Receiver<String>) -> BinaryServer {
         let mut server = BinaryServer {
             child,
             log,
