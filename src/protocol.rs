@@ -544,4 +544,82 @@ mod tests {
         assert_eq!(name_list(&names[..3], 4), "a, b, c and 1 other");
         assert_eq!(name_list(&names[..3], 10), "a, b, c and 7 others");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decode_in_pieces(bytes: &[u8], cuts: &[usize], max_line: usize) -> Vec<Option<Vec<u8>>> {
+            let mut decoder = LineDecoder::new(max_line);
+            let mut out = Vec::new();
+            let mut start = 0;
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            for end in cuts.into_iter().chain([bytes.len()]) {
+                decoder.feed(&bytes[start..end.max(start)], |item| {
+                    out.push(match item {
+                        Decoded::Line(line) => Some(line.to_vec()),
+                        Decoded::TooLong => None,
+                    })
+                });
+                assert!(decoder.buffered() <= max_line + 1);
+                start = end.max(start);
+            }
+            decoder.finish(|item| {
+                out.push(match item {
+                    Decoded::Line(line) => Some(line.to_vec()),
+                    Decoded::TooLong => None,
+                })
+            });
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn lines_do_not_depend_on_how_the_stream_is_split(
+                bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..600),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+                max_line in 1usize..64,
+            ) {
+                let whole = decode_in_pieces(&bytes, &[], max_line);
+                let split = decode_in_pieces(&bytes, &cuts, max_line);
+                prop_assert_eq!(whole, split);
+            }
+
+            #[test]
+            fn decoded_lines_respect_the_limit(
+                bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                max_line in 1usize..64,
+            ) {
+                for line in decode_in_pieces(&bytes, &[], max_line).into_iter().flatten() {
+                    prop_assert!(line.len() <= max_line);
+                    prop_assert!(!line.contains(&b'\n'));
+                }
+            }
+
+            #[test]
+            fn sanitized_text_holds_no_control_characters(
+                bytes in proptest::collection::vec(prop_oneof![Just(0x1b_u8), Just(0xff), any::<u8>()], 0..300),
+            ) {
+                let clean = sanitize(&bytes);
+                prop_assert!(!clean.chars().any(|c| c.is_control() || is_bidi_control(c)));
+            }
+
+            #[test]
+            fn the_splitter_never_loses_or_changes_a_byte(
+                bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..600),
+                cut in any::<usize>(),
+                max_line in 1usize..64,
+            ) {
+                let cut = cut % (bytes.len() + 1);
+                let mut splitter = LineSplitter::new(max_line);
+                let mut out = Vec::new();
+                for part in [&bytes[..cut], &bytes[cut..]] {
+                    splitter.feed(part, |piece| out.extend_from_slice(piece.bytes));
+                }
+                splitter.finish(|piece| out.extend_from_slice(piece.bytes));
+                prop_assert_eq!(out, bytes);
+            }
+        }
+    }
 }
