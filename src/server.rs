@@ -349,9 +349,11 @@ impl Acceptor {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
-                    self.in_error_burst = false;
-                    if self.admit(stream, peer) && self.config.once {
-                        return AfterAccept::Stop;
+                    if self.admit(stream, peer) {
+                        self.in_error_burst = false;
+                        if self.config.once {
+                            return AfterAccept::Stop;
+                        }
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -414,9 +416,14 @@ impl Acceptor {
             Ok(thread) => Some(thread),
             Err(error) => {
                 // The closure, and with it the slot, was dropped: the supervisor hears
-                // Finished for this id. Tell the client why it is being closed.
-                warn!("cannot start a thread for {peer}: {}", describe(&error));
+                // Finished for this id. Tell the client why it is being closed, and give
+                // the machine a moment, as for any other shortage.
+                if !self.in_error_burst {
+                    warn!("cannot start a thread for {peer}: {}", describe(&error));
+                    self.in_error_burst = true;
+                }
                 refuse(&stream, b"! server busy, try again later\n");
+                thread::sleep(ACCEPT_BACKOFF);
                 None
             }
         };
