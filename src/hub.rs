@@ -2,23 +2,22 @@
 //!
 //! Client threads send it [`Event`]s on one bounded channel; it routes lines and writes to
 //! every socket itself with non-blocking sends, so a client that stops reading only ever
-//! fills its own [`Outbox`] and never delays anyone else. Each wake-up drains every queued
-//! event first and then gives each client one `writev` for all of its new lines.
+//! fills its own outbox and never delays anyone else. Each wake-up drains every queued
+//! event first, writing broadcast lines once into a shared round (outbox.rs), and then
+//! gives each client one `writev` for all of its new output.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info};
-use socket2::SockRef;
 
 use crate::error::describe;
+use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::{self, Input, NickError};
-use crate::server::SEND_NOW;
 use crate::shutdown::ConnectionId;
 
 /// While some client has output the kernel would not take, retry this often.
@@ -26,15 +25,9 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
 /// indefinitely.
 const MAX_EVENTS_PER_WAKEUP: usize = 4096;
-/// Lines passed to one `writev` (the kernel takes up to 1024; 64 lines fill a send buffer
-/// chunk without a large array on the stack).
-const MAX_SLICES_PER_SEND: usize = 64;
 /// At shutdown, how long the hub tries to deliver pending output and the goodbye line to
 /// clients that are slow to read, before closing them regardless.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A line formatted once and shared by every recipient's outbox.
-type Line = Arc<[u8]>;
 
 /// What client threads and the chat service tell the hub.
 pub(crate) enum Event {
@@ -100,6 +93,7 @@ pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
         limits,
         draining: false,
         notices: NoticeBatch::default(),
+        round: Round::default(),
         delivery: Delivery {
             max_pending: limits.max_pending,
             dirty: Vec::new(),
@@ -144,6 +138,8 @@ struct Hub {
     limits: HubLimits,
     draining: bool,
     notices: NoticeBatch,
+    /// Broadcast lines of this wake-up, not yet handed to the outboxes.
+    round: Round,
     delivery: Delivery,
 }
 
@@ -184,7 +180,7 @@ impl Hub {
             }
             Event::Draining => {
                 self.draining = true;
-                self.broadcast(line("* server is shutting down"), None);
+                self.broadcast(&["* server is shutting down"], None);
             }
             Event::CloseAll { done } => {
                 self.close_all();
@@ -202,6 +198,8 @@ impl Hub {
             // Leaves that happened before this client came are not its business.
             self.flush_notices();
         }
+        // Nor is anything said before it came.
+        self.commit_round();
         self.nick_owners.insert(nick.to_ascii_lowercase(), id);
         self.clients.insert(
             id,
@@ -222,20 +220,15 @@ impl Hub {
         // The welcome skips the notice batch: the joiner is not among its recipients.
         self.queue(
             id,
-            line(format!(
+            line(&format!(
                 "* welcome, {nick}! {others}. Type /help for commands."
             )),
         );
         if self.draining {
             self.queue(id, line("* server is shutting down"));
         }
-        self.notices.add(
-            NoticeKind::Joined,
-            id,
-            nick,
-            &mut self.clients,
-            &mut self.delivery,
-        );
+        self.notices
+            .add(NoticeKind::Joined, id, nick, &mut self.round);
     }
 
     fn handle_input(&mut self, id: ConnectionId, input: Input) {
@@ -243,8 +236,8 @@ impl Hub {
             return; // already removed (slow consumer); its last lines go nowhere
         };
         match input {
-            Input::Message(text) => self.broadcast(line(format!("[{nick}] {text}")), Some(id)),
-            Input::Me(action) => self.broadcast(line(format!("* {nick} {action}")), Some(id)),
+            Input::Message(text) => self.broadcast(&["[", &nick, "] ", &text], Some(id)),
+            Input::Me(action) => self.broadcast(&["* ", &nick, " ", &action], Some(id)),
             Input::Nick(new_nick) => self.rename(id, &nick, new_nick),
             Input::Who => {
                 let mut nicks: Vec<&str> = self.clients.values().map(|c| c.nick.as_str()).collect();
@@ -257,15 +250,15 @@ impl Hub {
                     Some(target) => {
                         let target_nick = self.clients[&target].nick.clone();
                         self.flush_notices();
-                        self.queue(target, line(format!("[{nick} -> you] {text}")));
-                        self.queue(id, line(format!("[you -> {target_nick}] {text}")));
+                        self.queue(target, line(&format!("[{nick} -> you] {text}")));
+                        self.queue(id, line(&format!("[you -> {target_nick}] {text}")));
                     }
                     None => self.reply(id, format!("! no such nick: {to}")),
                 }
             }
             Input::Help => {
                 self.flush_notices();
-                self.queue(id, Arc::from(protocol::HELP.as_bytes()));
+                self.queue(id, Arc::new(protocol::HELP.as_bytes().to_vec()));
             }
             Input::Usage(usage) => self.reply(id, format!("! usage: {usage}")),
             Input::Unknown(command) => {
@@ -312,17 +305,22 @@ impl Hub {
             info!("{old_nick} ({}) is now {new_nick}", client.peer);
         }
         self.reply(id, format!("* you are now {new_nick}"));
-        self.broadcast(line(format!("* {old_nick} is now {new_nick}")), Some(id));
+        self.broadcast(&["* ", old_nick, " is now ", &new_nick], Some(id));
     }
 
     /// Removes a client: says `farewell` to it if given, closes it, and tells the others.
     fn remove(&mut self, id: ConnectionId, reason: LeaveReason, farewell: Option<&str>) {
-        let Some(mut client) = self.clients.remove(&id) else {
+        if !self.clients.contains_key(&id) {
             return; // already removed by the hub itself
+        }
+        // What was said before the client left is still its to read.
+        self.commit_round();
+        let Some(mut client) = self.clients.remove(&id) else {
+            return; // removed as a slow consumer by the commit
         };
         self.nick_owners.remove(&client.nick.to_ascii_lowercase());
         if let Some(farewell) = farewell {
-            client.outbox.push(line(farewell));
+            client.outbox.push(Chunk::whole(line(farewell)));
         }
         if reason != LeaveReason::SlowConsumer {
             let _ = client.outbox.send_available(&client.stream);
@@ -330,42 +328,50 @@ impl Hub {
         // Wakes the client's thread if it is still reading; queued bytes still go out.
         let _ = client.stream.shutdown(Shutdown::Both);
         info!("{} ({}) left: {reason}", client.nick, client.peer);
-        self.notices.add(
-            NoticeKind::Left(reason),
-            id,
-            client.nick,
-            &mut self.clients,
-            &mut self.delivery,
-        );
+        self.notices
+            .add(NoticeKind::Left(reason), id, client.nick, &mut self.round);
     }
 
     fn reply(&mut self, id: ConnectionId, text: String) {
         self.flush_notices();
-        self.queue(id, line(text));
+        self.queue(id, line(&text));
     }
 
-    fn broadcast(&mut self, line: Line, except: Option<ConnectionId>) {
+    /// Adds a line made of `parts` for everyone but `except` to this wake-up's round.
+    fn broadcast(&mut self, parts: &[&str], except: Option<ConnectionId>) {
         self.flush_notices();
-        deliver(&mut self.clients, &mut self.delivery, &line, except);
-        self.remove_slow_consumers();
+        self.round.push_line(parts, except);
     }
 
-    fn queue(&mut self, id: ConnectionId, line: Line) {
+    /// Queues bytes for one client, after everything broadcast before them.
+    fn queue(&mut self, id: ConnectionId, bytes: SharedBytes) {
+        self.commit_round();
         if let Some(client) = self.clients.get_mut(&id) {
-            push_to(client, id, &mut self.delivery, line);
+            push_to(client, id, &mut self.delivery, Chunk::whole(bytes));
         }
         self.remove_slow_consumers();
     }
 
     fn flush_notices(&mut self) {
-        let notices = std::mem::take(&mut self.notices);
-        notices.send(&mut self.clients, &mut self.delivery);
+        std::mem::take(&mut self.notices).send(&mut self.round);
+    }
+
+    /// Hands the round's lines to every outbox: one shared buffer, ranges per client.
+    fn commit_round(&mut self) {
+        let Some(sealed) = self.round.seal() else {
+            return;
+        };
+        for (&id, client) in self.clients.iter_mut() {
+            sealed.chunks_for(id, |chunk| push_to(client, id, &mut self.delivery, chunk));
+        }
         self.remove_slow_consumers();
     }
 
     /// Gives each client with new output one non-blocking send; keeps the ones the kernel
     /// could not take in full for the next wake-up.
     fn send_pending_output(&mut self) {
+        self.flush_notices();
+        self.commit_round();
         let mut still_dirty = Vec::new();
         let mut closed = Vec::new();
         for id in std::mem::take(&mut self.delivery.dirty) {
@@ -386,7 +392,8 @@ impl Hub {
             self.remove(id, LeaveReason::ConnectionClosed, None);
         }
         self.remove_slow_consumers();
-        if !self.notices.is_empty() {
+        if !self.notices.is_empty() || !self.delivery.slow.is_empty() {
+            // Leaves found while sending: announce them on the next wake-up's round.
             self.flush_notices();
         }
     }
@@ -401,9 +408,10 @@ impl Hub {
     /// (within FINAL_FLUSH_TIMEOUT), then is closed.
     fn close_all(&mut self) {
         self.flush_notices();
+        self.commit_round();
         let goodbye = line("* server closed, bye!");
         for client in self.clients.values_mut() {
-            client.outbox.push(Arc::clone(&goodbye));
+            client.outbox.push(Chunk::whole(Arc::clone(&goodbye)));
         }
         let deadline = Instant::now() + FINAL_FLUSH_TIMEOUT;
         loop {
@@ -423,7 +431,10 @@ impl Hub {
             wait_until_writable(&waiting, deadline - now);
         }
         for (_, client) in self.clients.drain() {
-            let _ = client.stream.shutdown(Shutdown::Both);
+            // The sending side only: the client's thread reads on until the peer closes
+            // (or the supervisor's linger ends), so that no unread input turns the close
+            // into a reset that would destroy the goodbye.
+            let _ = client.stream.shutdown(Shutdown::Write);
             info!(
                 "{} ({}) left: {}",
                 client.nick,
@@ -437,51 +448,16 @@ impl Hub {
     }
 }
 
-/// Blocks until one of `streams` can take more output, or `timeout` passes.
-fn wait_until_writable(streams: &[&TcpStream], timeout: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut fds: Vec<libc::pollfd> = streams
-        .iter()
-        .map(|stream| libc::pollfd {
-            fd: stream.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        })
-        .collect();
-    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis.max(1)) };
-}
-
-fn line(text: impl Into<String>) -> Line {
-    let mut text = text.into();
-    text.push('\n');
-    Arc::from(text.into_bytes())
-}
-
-fn deliver(
-    clients: &mut HashMap<ConnectionId, Client>,
-    delivery: &mut Delivery,
-    line: &Line,
-    except: Option<ConnectionId>,
-) {
-    for (&id, client) in clients.iter_mut() {
-        if Some(id) != except {
-            push_to(client, id, delivery, Arc::clone(line));
-        }
-    }
-}
-
-fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, line: Line) {
+fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, chunk: Chunk) {
     if client.outbox.overflowed {
         return;
     }
-    client.outbox.push(line);
-    if client.outbox.queued > delivery.max_pending {
+    client.outbox.push(chunk);
+    if client.outbox.queued() > delivery.max_pending {
         // Before calling it slow, let the kernel take what it can: a burst larger than
         // max_pending within one wake-up is not the client's fault.
         let sent = client.outbox.send_available(&client.stream);
-        if sent.is_err() || client.outbox.queued > delivery.max_pending {
+        if sent.is_err() || client.outbox.queued() > delivery.max_pending {
             client.outbox.clear();
             client.outbox.overflowed = true;
             delivery.slow.push(id);
@@ -491,80 +467,6 @@ fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, line:
     if !client.is_dirty {
         client.is_dirty = true;
         delivery.dirty.push(id);
-    }
-}
-
-/// Output for one client that its kernel send buffer has not taken yet.
-#[derive(Default)]
-struct Outbox {
-    lines: VecDeque<Line>,
-    /// Bytes of the front line already sent.
-    front_sent: usize,
-    /// Bytes queued and not yet sent.
-    queued: usize,
-    /// Passed `max_pending`: the client is to be disconnected as a slow consumer.
-    overflowed: bool,
-}
-
-impl Outbox {
-    fn push(&mut self, line: Line) {
-        self.queued += line.len();
-        self.lines.push_back(line);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.lines = VecDeque::new();
-        self.front_sent = 0;
-        self.queued = 0;
-    }
-
-    /// Sends what the kernel takes right now, without blocking.
-    fn send_available(&mut self, stream: &TcpStream) -> io::Result<()> {
-        let socket = SockRef::from(stream);
-        while !self.lines.is_empty() {
-            let result = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_SEND];
-                let mut count = 0;
-                for (slot, line) in slices.iter_mut().zip(&self.lines) {
-                    let start = if count == 0 { self.front_sent } else { 0 };
-                    *slot = IoSlice::new(&line[start..]);
-                    count += 1;
-                }
-                socket.send_vectored_with_flags(&slices[..count], SEND_NOW)
-            };
-            match result {
-                Ok(sent) => self.advance(sent),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if self.lines.is_empty() && self.lines.capacity() > MAX_SLICES_PER_SEND {
-            // A burst is over: give its memory back.
-            self.lines = VecDeque::new();
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, mut sent: usize) {
-        self.queued -= sent;
-        while sent > 0 {
-            let Some(front) = self.lines.front() else {
-                break;
-            };
-            let left_in_front = front.len() - self.front_sent;
-            if sent < left_in_front {
-                self.front_sent += sent;
-                return;
-            }
-            sent -= left_in_front;
-            self.front_sent = 0;
-            self.lines.pop_front();
-        }
     }
 }
 
@@ -592,17 +494,10 @@ impl NoticeBatch {
 
     /// Adds an arrival or departure; a change of kind sends what was collected first,
     /// so joins and leaves are seen in the order they happened.
-    fn add(
-        &mut self,
-        kind: NoticeKind,
-        id: ConnectionId,
-        nick: String,
-        clients: &mut HashMap<ConnectionId, Client>,
-        delivery: &mut Delivery,
-    ) {
+    fn add(&mut self, kind: NoticeKind, id: ConnectionId, nick: String, round: &mut Round) {
         let joined = kind == NoticeKind::Joined;
         if !self.is_empty() && self.joined != joined {
-            std::mem::take(self).send(clients, delivery);
+            std::mem::take(self).send(round);
         }
         self.joined = joined;
         if self.shown.len() < 3 {
@@ -617,7 +512,7 @@ impl NoticeBatch {
         self.total += 1;
     }
 
-    fn send(self, clients: &mut HashMap<ConnectionId, Client>, delivery: &mut Delivery) {
+    fn send(self, round: &mut Round) {
         let Some((first_id, first_kind, first_nick)) = self.first else {
             return;
         };
@@ -632,6 +527,6 @@ impl NoticeBatch {
                 )
             }
         };
-        deliver(clients, delivery, &line(text), except);
+        round.push_line(&[&text], except);
     }
 }

@@ -22,6 +22,7 @@ pub mod echo;
 pub mod error;
 mod hub;
 pub mod limits;
+mod outbox;
 pub mod protocol;
 pub mod rate;
 pub mod send;

@@ -75,11 +75,38 @@ struct TrackedConnection {
     stream: Option<Arc<TcpStream>>,
 }
 
+/// After the goodbye, how long peers get to close their side before the server resets
+/// whatever is left. Closing a socket that still holds unread input makes the kernel send a
+/// reset, and a reset can destroy the goodbye (and all pending output) on its way to the
+/// client; nc and telnet close as soon as they see the server's FIN.
+const LINGER: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Serving,
-    Draining { deadline: Instant },
-    Closing,
+    /// Not accepting; connections go on until the drain deadline.
+    Draining {
+        deadline: Instant,
+    },
+    /// Goodbyes sent and sending sides closed; waiting for peers to close theirs.
+    Lingering {
+        deadline: Instant,
+    },
+    /// Every connection is shut down; waiting for their threads to end.
+    Closed,
+}
+
+impl Phase {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Draining { deadline } | Phase::Lingering { deadline } => Some(deadline),
+            Phase::Serving | Phase::Closed => None,
+        }
+    }
+
+    fn is_closing(self) -> bool {
+        matches!(self, Phase::Lingering { .. } | Phase::Closed)
+    }
 }
 
 /// Owns every thread handle; turns shutdown requests into the shutdown sequence:
@@ -115,24 +142,20 @@ impl Supervisor {
     pub(crate) fn run(mut self) -> Result<(), Error> {
         let mut phase = Phase::Serving;
         while self.acceptor.is_some() || !self.connections.is_empty() {
-            let control = match phase {
-                Phase::Draining { deadline } => match self.control.recv_deadline(deadline) {
-                    Ok(control) => control,
-                    Err(RecvTimeoutError::Timeout) => {
-                        info!(
-                            "drain timeout: closing {} remaining connections",
-                            self.connections.len()
-                        );
-                        self.close_connections();
-                        phase = Phase::Closing;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                Phase::Serving | Phase::Closing => match self.control.recv() {
-                    Ok(control) => control,
-                    Err(_) => break,
-                },
+            let received = match phase.deadline() {
+                Some(deadline) => self.control.recv_deadline(deadline),
+                None => self
+                    .control
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let control = match received {
+                Ok(control) => control,
+                Err(RecvTimeoutError::Timeout) => {
+                    phase = self.next_closing_phase(phase);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             match control {
                 Control::Shutdown if phase == Phase::Serving => {
@@ -147,21 +170,22 @@ impl Supervisor {
                         deadline: Instant::now() + self.drain_timeout,
                     };
                 }
-                Control::Shutdown => {}
-                Control::Abort if phase != Phase::Closing => {
+                Control::Abort if !phase.is_closing() => {
                     self.stop_accepting();
-                    self.close_connections();
-                    phase = Phase::Closing;
+                    phase = self.next_closing_phase(Phase::Draining {
+                        deadline: Instant::now(),
+                    });
                 }
-                Control::Abort => {}
+                Control::Shutdown | Control::Abort => {}
                 Control::Spawned { id, thread, stream } => {
+                    if phase.is_closing() {
+                        // Accepted just before the listener closed: too late to be served.
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
                     let tracked = self.connections.entry(id).or_default();
                     tracked.spawned = true;
                     tracked.thread = thread;
                     tracked.stream = Some(stream);
-                    if phase == Phase::Closing {
-                        let _ = tracked.stream.as_ref().map(|s| s.shutdown(Shutdown::Both));
-                    }
                     self.reap(id);
                 }
                 Control::Finished(id) => {
@@ -181,21 +205,44 @@ impl Supervisor {
         result
     }
 
+    /// The drain deadline passed: goodbye and FIN to everyone, then linger. The linger
+    /// passed: shut down what is left, which wakes every thread still reading.
+    fn next_closing_phase(&mut self, phase: Phase) -> Phase {
+        match phase {
+            Phase::Draining { .. } => {
+                info!(
+                    "drain timeout: closing {} remaining connections",
+                    self.connections.len()
+                );
+                self.say_goodbye();
+                Phase::Lingering {
+                    deadline: Instant::now() + LINGER,
+                }
+            }
+            _ => {
+                for stream in self.connections.values().filter_map(|c| c.stream.as_ref()) {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+                Phase::Closed
+            }
+        }
+    }
+
     fn stop_accepting(&mut self) {
         // Dropping the pipe's only writer makes its reader readable (end of file).
         self.stop_sender = None;
     }
 
-    /// Lets the service send what it still owes, then says goodbye and closes each
-    /// connection; their threads see end-of-stream and finish.
-    fn close_connections(&mut self) {
+    /// Lets the service send what it still owes, then writes the goodbye and closes the
+    /// sending side of each connection, so that peers see the end and close theirs.
+    fn say_goodbye(&mut self) {
         self.service.close_all();
         let goodbye = self.service.goodbye();
         for stream in self.connections.values().filter_map(|c| c.stream.as_ref()) {
             if let Some(line) = &goodbye {
                 let _ = SockRef::from(&**stream).send_with_flags(line, SEND_NOW);
             }
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(Shutdown::Write);
         }
     }
 
