@@ -100,7 +100,7 @@ for scenario in fanout fanout-large latency capacity churn stall; do
   for run in $(seq "$runs"); do
     for server in "${servers[@]}"; do
       start_server "$server"
-      echo "  $scenario run $run: $server on $ADDR" >&2
+      echo "  [${SECONDS}s] $scenario run $run: $server on $ADDR" >&2
       # A hard limit per scenario: a server that freezes is reported, not waited for.
       if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" $QUICK); then
         result='{"error": "timed out or failed"}'

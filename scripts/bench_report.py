@@ -21,13 +21,13 @@ METRICS = [
     ("fanout", "min_client_received", "fanout: least any client received", "high"),
     ("fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery", "low"),
     ("fanout", "bench_cpu_s", "fanout: load generator CPU s", ""),
-    ("fanout-large", "deliveries_per_s", "fanout-large: deliveries/s (500 clients, 2×20 lines/s)", "high"),
+    ("fanout-large", "deliveries_per_s", "fanout-large: deliveries/s (500 clients, 2 senders × 20 lines/s)", "high"),
     ("fanout-large", "delivery_ratio", "fanout-large: delivery ratio", "high"),
     ("fanout-large", "server_cpu_s", "fanout-large: server CPU s", "low"),
     ("latency", "p50_ms", "latency: p50 ms (100 clients, 100 lines/s)", "low"),
     ("latency", "p99_ms", "latency: p99 ms", "low"),
     ("latency", "max_ms", "latency: max ms", "low"),
-    ("capacity", "connected", "capacity: clients connected (of 10,000)", "high"),
+    ("capacity", "connected", "capacity: idle clients connected (10,000)", "high"),
     ("capacity", "received", "capacity: clients that got the broadcast", "high"),
     ("capacity", "last_receipt_ms", "capacity: last receipt of the broadcast, ms", "low"),
     ("capacity", "server_rss_kib", "capacity: server RSS KiB", "low"),
@@ -108,6 +108,8 @@ table = "\n".join(lines)
 machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
 note = (f"{'Quick smoke run' if quick else 'Medians of 3 runs (fanout, fanout-large, latency); one run of capacity, churn, stall'}"
         f" on {machine}, {time.strftime('%Y-%m-%d')}. tcpchat ran as `{flags}`.")
+if quick:
+    note += " Quick mode: shorter runs, 100 clients in fanout-large, 200 in capacity; not for comparison."
 print(note)
 print()
 print(table)

@@ -114,7 +114,7 @@ fn forward(
 
 fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {
     let input = match item {
-        Decoded::Line(raw) => protocol::parse_line(&protocol::sanitize(raw)),
+        Decoded::Line(raw) => protocol::parse_line(protocol::sanitize(raw)),
         Decoded::TooLong => Some(Input::TooLong),
     };
     inputs.extend(input);

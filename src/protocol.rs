@@ -203,6 +203,10 @@ const TELNET_DONT: u8 = 254;
 /// bidirectional overrides (which can make text read backwards) are removed, and invalid
 /// UTF-8 becomes U+FFFD.
 pub fn sanitize(raw: &[u8]) -> String {
+    // Most lines are plain printable ASCII: nothing to remove, one copy.
+    if raw.iter().all(|&byte| (0x20..0x7f).contains(&byte)) {
+        return raw.iter().map(|&byte| char::from(byte)).collect();
+    }
     let without_telnet = strip_telnet(raw);
     let text = String::from_utf8_lossy(&without_telnet);
     let mut clean = String::with_capacity(text.len());
@@ -309,18 +313,21 @@ pub enum Input {
     TooLong,
 }
 
-/// Parses one sanitised line. Blank lines ask for nothing and give `None`.
-pub fn parse_line(line: &str) -> Option<Input> {
-    let line = line.trim_end();
+/// Parses one sanitised line, reusing its memory for a message. Blank lines ask for
+/// nothing and give `None`.
+pub fn parse_line(mut line: String) -> Option<Input> {
+    line.truncate(line.trim_end().len());
     if line.trim_start().is_empty() {
         return None;
     }
-    if let Some(literal) = line.strip_prefix("//") {
-        return Some(Input::Message(format!("/{literal}")));
+    if line.starts_with("//") {
+        line.remove(0);
+        return Some(Input::Message(line));
     }
-    let Some(command_line) = line.strip_prefix('/') else {
-        return Some(Input::Message(line.to_owned()));
-    };
+    if !line.starts_with('/') {
+        return Some(Input::Message(line));
+    }
+    let command_line = &line[1..];
     let (name, rest) = match command_line.split_once(' ') {
         Some((name, rest)) => (name, rest.trim()),
         None => (command_line, ""),
@@ -501,6 +508,11 @@ mod tests {
 
     #[test]
     fn commands_parse_with_their_arguments() {
+        let parse_line = |line: &str| parse_line(line.to_owned());
+        assert_eq!(
+            parse_line("trailing  "),
+            Some(Input::Message("trailing".into()))
+        );
         assert_eq!(
             parse_line("hi there"),
             Some(Input::Message("hi there".into()))

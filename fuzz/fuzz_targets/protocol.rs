@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(line.len() <= max_line);
             let clean = sanitize(line);
             assert!(!clean.chars().any(char::is_control));
-            let _ = parse_line(&clean);
+            let _ = parse_line(clean);
         }
     };
     decoder.feed(&rest[..cut], &mut check);
