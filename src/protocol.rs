@@ -204,8 +204,10 @@ const TELNET_DONT: u8 = 254;
 /// UTF-8 becomes U+FFFD.
 pub fn sanitize(raw: &[u8]) -> String {
     // Most lines are plain printable ASCII: nothing to remove, one copy.
-    if raw.iter().all(|&byte| (0x20..0x7f).contains(&byte)) {
-        return raw.iter().map(|&byte| char::from(byte)).collect();
+    if raw.iter().all(|&byte| (0x20..0x7f).contains(&byte))
+        && let Ok(text) = std::str::from_utf8(raw)
+    {
+        return text.to_owned();
     }
     let without_telnet = strip_telnet(raw);
     let text = String::from_utf8_lossy(&without_telnet);

@@ -460,15 +460,23 @@ impl Fleet {
         let mut connect_failures = 0;
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / per_second);
+        let mut failures_in_a_row = 0;
         for index in 0..clients {
             sleep_until(start + interval * index as u32);
-            let stream = match TcpStream::connect(target.addr) {
+            let stream = match TcpStream::connect_timeout(&target.addr, Duration::from_secs(1)) {
                 Ok(stream) => stream,
                 Err(_) => {
                     connect_failures += 1;
+                    failures_in_a_row += 1;
+                    // A server that stopped accepting: count the rest as failed too.
+                    if failures_in_a_row == 20 {
+                        connect_failures += clients - index - 1;
+                        break;
+                    }
                     continue;
                 }
             };
+            failures_in_a_row = 0;
             stream.set_nodelay(true)?;
             if index < 16 {
                 writers.push(stream.try_clone()?);
