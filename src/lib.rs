@@ -14,6 +14,7 @@
 //! Subcommands are [`Service`]s: chat.rs, echo.rs, dump.rs and send.rs. protocol.rs is
 //! pure code (decoding, sanitising, commands) and config.rs holds every limit.
 
+pub mod addresses;
 pub mod chat;
 pub mod config;
 mod connection;

@@ -18,6 +18,7 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
+use crate::addresses;
 use crate::config::Config;
 use crate::error::{Error, describe};
 use crate::limits::Places;
@@ -224,6 +225,12 @@ impl Server {
                 source,
             })?;
         info!("listening on {local_addr}");
+        for ip in addresses::reachable_addresses(local_addr) {
+            info!(
+                "join with: {}",
+                addresses::join_command(ip, local_addr.port())
+            );
+        }
         let supervisor = Supervisor::new(
             control_receiver,
             acceptor_thread,
