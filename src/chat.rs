@@ -30,6 +30,7 @@ impl Chat {
         let limits = HubLimits {
             max_line: config.max_line,
             max_pending: config.max_pending,
+            history: config.history,
         };
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))

@@ -38,6 +38,9 @@ pub struct Config {
     /// Most connections from one IP address; 0 = no limit (the default: a classroom behind
     /// one NAT address must still fit).
     pub max_per_ip: usize,
+    /// Chat: messages each room remembers and shows, marked as history, to whoever joins
+    /// it. Default 20: the last minute or two of a lively class; 0 turns it off.
+    pub history: usize,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
@@ -65,6 +68,7 @@ impl Default for Config {
             rate: 10,
             burst: 20,
             max_per_ip: 0,
+            history: 20,
             drain_timeout: Duration::from_secs(30),
             once: false,
             thread_stack_size: 64 * 1024,

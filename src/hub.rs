@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info};
@@ -18,6 +18,7 @@ use log::{debug, info};
 use crate::error::describe;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::{self, Input, NickError};
+use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
 
 /// While some client has output the kernel would not take, retry this often.
@@ -63,6 +64,8 @@ pub(crate) enum LeaveReason {
     IdleTimeout,
     SlowConsumer,
     ServerShutdown,
+    /// Went to another room (still connected).
+    Moved(String),
 }
 
 impl fmt::Display for LeaveReason {
@@ -74,6 +77,7 @@ impl fmt::Display for LeaveReason {
             LeaveReason::IdleTimeout => f.write_str("idle timeout"),
             LeaveReason::SlowConsumer => f.write_str("slow consumer"),
             LeaveReason::ServerShutdown => f.write_str("server shutting down"),
+            LeaveReason::Moved(room) => write!(f, "to {room}"),
         }
     }
 }
@@ -83,6 +87,8 @@ impl fmt::Display for LeaveReason {
 pub(crate) struct HubLimits {
     pub max_line: usize,
     pub max_pending: usize,
+    /// Messages a room remembers for those who join later.
+    pub history: usize,
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
@@ -93,6 +99,7 @@ pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
         limits,
         draining: false,
         notices: NoticeBatch::default(),
+        rooms: Rooms::new(limits.history),
         round: Round::default(),
         delivery: Delivery {
             max_pending: limits.max_pending,
@@ -138,6 +145,7 @@ struct Hub {
     limits: HubLimits,
     draining: bool,
     notices: NoticeBatch,
+    rooms: Rooms,
     /// Broadcast lines of this wake-up, not yet handed to the outboxes.
     round: Round,
     delivery: Delivery,
@@ -156,6 +164,9 @@ struct Client {
     nick: String,
     peer: SocketAddr,
     stream: Arc<TcpStream>,
+    room: RoomId,
+    /// `/time on`: each line this client receives starts with HH:MM.
+    shows_time: bool,
     outbox: Outbox,
     is_dirty: bool,
 }
@@ -180,7 +191,7 @@ impl Hub {
             }
             Event::Draining => {
                 self.draining = true;
-                self.broadcast(&["* server is shutting down"], None);
+                self.broadcast(None, &["* server is shutting down"], None);
             }
             Event::CloseAll { done } => {
                 self.close_all();
@@ -207,10 +218,13 @@ impl Hub {
                 nick: nick.clone(),
                 peer,
                 stream,
+                room: LOBBY,
+                shows_time: false,
                 outbox: Outbox::default(),
                 is_dirty: false,
             },
         );
+        self.rooms.enter(LOBBY);
         let online = self.clients.len();
         let others = if online == 1 {
             String::from("you are the only one here")
@@ -227,23 +241,119 @@ impl Hub {
         if self.draining {
             self.queue(id, line("* server is shutting down"));
         }
+        self.send_history(id, LOBBY);
         self.notices
-            .add(NoticeKind::Joined, id, nick, &mut self.round);
+            .add(NoticeKind::Joined, id, nick, LOBBY, &mut self.round);
+    }
+
+    /// Shows a client arriving in `room` what was said there lately.
+    fn send_history(&mut self, id: ConnectionId, room: RoomId) {
+        let mut text = String::new();
+        for (time, said) in self.rooms.history(room) {
+            text.push_str(&format!("* history {time} {said}\n"));
+        }
+        if !text.is_empty() {
+            self.queue(id, Arc::new(text.into_bytes()));
+        }
+    }
+
+    /// `/join ROOM`: leave the current room (announced there), enter the new one.
+    fn switch_room(&mut self, id: ConnectionId, nick: &str, name: &str) {
+        if !protocol::is_valid_name(name) {
+            return self.reply(
+                id,
+                String::from("! invalid room name: use 1 to 20 of A-Z a-z 0-9 _ -"),
+            );
+        }
+        let Some(old_room) = self.clients.get(&id).map(|c| c.room) else {
+            return;
+        };
+        let new_room = self.rooms.find_or_create(name);
+        if new_room == old_room {
+            return self.reply(
+                id,
+                format!("! you are already in {}", self.rooms.name(old_room)),
+            );
+        }
+        // Lines already broadcast to the old room are still this client's to receive.
+        self.flush_notices();
+        self.commit_round();
+        let new_name = self.rooms.name(new_room).to_owned();
+        self.notices.add(
+            NoticeKind::Left(LeaveReason::Moved(new_name.clone())),
+            id,
+            nick.to_owned(),
+            old_room,
+            &mut self.round,
+        );
+        self.flush_notices();
+        self.commit_round();
+        self.rooms.leave(old_room);
+        self.rooms.enter(new_room);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.room = new_room;
+            info!("{nick} ({}) is now in {new_name}", client.peer);
+        }
+        let here = self.clients.values().filter(|c| c.room == new_room).count();
+        self.reply(id, format!("* you are now in {new_name} ({here} here)"));
+        self.send_history(id, new_room);
+        self.notices.add(
+            NoticeKind::Joined,
+            id,
+            nick.to_owned(),
+            new_room,
+            &mut self.round,
+        );
     }
 
     fn handle_input(&mut self, id: ConnectionId, input: Input) {
-        let Some(nick) = self.clients.get(&id).map(|c| c.nick.clone()) else {
+        let Some((nick, room)) = self.clients.get(&id).map(|c| (c.nick.clone(), c.room)) else {
             return; // already removed (slow consumer); its last lines go nowhere
         };
         match input {
-            Input::Message(text) => self.broadcast(&["[", &nick, "] ", &text], Some(id)),
-            Input::Me(action) => self.broadcast(&["* ", &nick, " ", &action], Some(id)),
+            Input::Message(text) => {
+                self.rooms.record(room, format!("[{nick}] {text}"));
+                self.broadcast(Some(room), &["[", &nick, "] ", &text], Some(id));
+            }
+            Input::Me(action) => {
+                self.rooms.record(room, format!("* {nick} {action}"));
+                self.broadcast(Some(room), &["* ", &nick, " ", &action], Some(id));
+            }
             Input::Nick(new_nick) => self.rename(id, &nick, new_nick),
             Input::Who => {
-                let mut nicks: Vec<&str> = self.clients.values().map(|c| c.nick.as_str()).collect();
+                let mut nicks: Vec<&str> = self
+                    .clients
+                    .values()
+                    .filter(|c| c.room == room)
+                    .map(|c| c.nick.as_str())
+                    .collect();
                 nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
-                let text = format!("* online ({}): {}", nicks.len(), nicks.join(", "));
+                let text = format!(
+                    "* in {} ({}): {}",
+                    self.rooms.name(room),
+                    nicks.len(),
+                    nicks.join(", ")
+                );
                 self.reply(id, text);
+            }
+            Input::Rooms => {
+                let list: Vec<String> = self
+                    .rooms
+                    .list()
+                    .iter()
+                    .map(|(name, members)| format!("{name} ({members})"))
+                    .collect();
+                self.reply(id, format!("* rooms ({}): {}", list.len(), list.join(", ")));
+            }
+            Input::Join(name) => self.switch_room(id, &nick, &name),
+            Input::Time(on) => {
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.shows_time = on;
+                }
+                self.reply(
+                    id,
+                    format!("* timestamps {}", if on { "on" } else { "off" }),
+                );
             }
             Input::Private { to, text } => {
                 match self.nick_owners.get(&to.to_ascii_lowercase()).copied() {
@@ -305,7 +415,12 @@ impl Hub {
             info!("{old_nick} ({}) is now {new_nick}", client.peer);
         }
         self.reply(id, format!("* you are now {new_nick}"));
-        self.broadcast(&["* ", old_nick, " is now ", &new_nick], Some(id));
+        let room = self.clients.get(&id).map_or(LOBBY, |c| c.room);
+        self.broadcast(
+            Some(room),
+            &["* ", old_nick, " is now ", &new_nick],
+            Some(id),
+        );
     }
 
     /// Removes a client: says `farewell` to it if given, closes it, and tells the others.
@@ -328,8 +443,14 @@ impl Hub {
         // Wakes the client's thread if it is still reading; queued bytes still go out.
         let _ = client.stream.shutdown(Shutdown::Both);
         info!("{} ({}) left: {reason}", client.nick, client.peer);
-        self.notices
-            .add(NoticeKind::Left(reason), id, client.nick, &mut self.round);
+        self.rooms.leave(client.room);
+        self.notices.add(
+            NoticeKind::Left(reason),
+            id,
+            client.nick,
+            client.room,
+            &mut self.round,
+        );
     }
 
     fn reply(&mut self, id: ConnectionId, text: String) {
@@ -337,10 +458,11 @@ impl Hub {
         self.queue(id, line(&text));
     }
 
-    /// Adds a line made of `parts` for everyone but `except` to this wake-up's round.
-    fn broadcast(&mut self, parts: &[&str], except: Option<ConnectionId>) {
+    /// Adds a line made of `parts` for everyone in `room` (every room if `None`) but
+    /// `except` to this wake-up's round.
+    fn broadcast(&mut self, room: Option<RoomId>, parts: &[&str], except: Option<ConnectionId>) {
         self.flush_notices();
-        self.round.push_line(parts, except);
+        self.round.push_line(parts, except, room);
     }
 
     /// Queues bytes for one client, after everything broadcast before them.
@@ -362,7 +484,10 @@ impl Hub {
             return;
         };
         for (&id, client) in self.clients.iter_mut() {
-            sealed.chunks_for(id, |chunk| push_to(client, id, &mut self.delivery, chunk));
+            let room = client.room;
+            sealed.chunks_for(id, room, |chunk| {
+                push_to(client, id, &mut self.delivery, chunk)
+            });
         }
         self.remove_slow_consumers();
     }
@@ -452,6 +577,11 @@ fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, chunk
     if client.outbox.overflowed {
         return;
     }
+    let chunk = if client.shows_time {
+        chunk.with_line_prefix(&format!("{} ", clock_time(SystemTime::now())))
+    } else {
+        chunk
+    };
     client.outbox.push(chunk);
     if client.outbox.queued() > delivery.max_pending {
         // Before calling it slow, let the kernel take what it can: a burst larger than
@@ -481,6 +611,7 @@ enum NoticeKind {
 #[derive(Default)]
 struct NoticeBatch {
     joined: bool,
+    room: RoomId,
     /// Up to three names shown, with the reason for leaves.
     shown: Vec<String>,
     total: usize,
@@ -494,12 +625,20 @@ impl NoticeBatch {
 
     /// Adds an arrival or departure; a change of kind sends what was collected first,
     /// so joins and leaves are seen in the order they happened.
-    fn add(&mut self, kind: NoticeKind, id: ConnectionId, nick: String, round: &mut Round) {
+    fn add(
+        &mut self,
+        kind: NoticeKind,
+        id: ConnectionId,
+        nick: String,
+        room: RoomId,
+        round: &mut Round,
+    ) {
         let joined = kind == NoticeKind::Joined;
-        if !self.is_empty() && self.joined != joined {
+        if !self.is_empty() && (self.joined != joined || self.room != room) {
             std::mem::take(self).send(round);
         }
         self.joined = joined;
+        self.room = room;
         if self.shown.len() < 3 {
             self.shown.push(match &kind {
                 NoticeKind::Joined => nick.clone(),
@@ -527,6 +666,6 @@ impl NoticeBatch {
                 )
             }
         };
-        round.push_line(&[&text], except);
+        round.push_line(&[&text], except, Some(self.room));
     }
 }

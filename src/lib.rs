@@ -26,6 +26,7 @@ pub mod limits;
 mod outbox;
 pub mod protocol;
 pub mod rate;
+mod rooms;
 pub mod send;
 pub mod server;
 pub mod shutdown;

@@ -5,12 +5,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, warn};
 
-use tcpchat::{Config, DumpOptions, Mode, SendOptions};
+use tcpchat::{Config, DumpOptions, Mode, SendOptions, ShutdownHandle};
 
 /// A TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`.
 #[derive(Parser)]
@@ -90,6 +91,9 @@ struct SharedOptions {
     /// Most connections from one IP address (0 = no limit).
     #[arg(long, global = true, default_value_t = 0, value_name = "N")]
     max_per_ip: usize,
+    /// Chat: messages each room shows to whoever joins it (0 = off).
+    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    history: usize,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
@@ -119,6 +123,7 @@ impl SharedOptions {
             rate: self.rate,
             burst: self.burst,
             max_per_ip: self.max_per_ip,
+            history: self.history,
             drain_timeout: Duration::from_secs(self.drain_timeout),
             once: self.once,
             ..Config::default()
@@ -163,20 +168,27 @@ fn main() -> ExitCode {
 
 fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
     raise_open_file_limit();
-    let server = tcpchat::start(config, mode)?;
-    let shutdown = server.shutdown_handle();
+    // The handler is installed before the server starts, so that every thread exists
+    // once `listening on` is logged (scripts and tests count them from then on).
+    let server_shutdown: Arc<OnceLock<ShutdownHandle>> = Arc::default();
+    let handler_shutdown = Arc::clone(&server_shutdown);
     let interrupted_before = AtomicBool::new(false);
     // Ctrl-C and SIGTERM (the "termination" feature): the first drains, a second exits now.
     let installed = ctrlc::set_handler(move || {
-        if interrupted_before.swap(true, Ordering::SeqCst) {
-            eprintln!("interrupted again: exiting now");
-            std::process::exit(130);
+        let again = interrupted_before.swap(true, Ordering::SeqCst);
+        match handler_shutdown.get() {
+            Some(shutdown) if !again => shutdown.request(),
+            _ => {
+                eprintln!("interrupted: exiting now");
+                std::process::exit(130);
+            }
         }
-        shutdown.request();
     });
     if let Err(error) = installed {
         warn!("cannot handle Ctrl-C: {error}");
     }
+    let server = tcpchat::start(config, mode)?;
+    let _ = server_shutdown.set(server.shutdown_handle());
     server.join()
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
+use crate::rooms::RoomId;
 use crate::server::SEND_NOW;
 use crate::shutdown::ConnectionId;
 
@@ -44,6 +45,17 @@ impl Chunk {
 
     fn len(&self) -> usize {
         self.end - self.start
+    }
+
+    /// A copy with `prefix` before each line (for a client that asked for timestamps).
+    pub(crate) fn with_line_prefix(&self, prefix: &str) -> Chunk {
+        let lines = &self.bytes[self.start..self.end];
+        let mut bytes = Vec::with_capacity(lines.len() + prefix.len() * 4);
+        for line in lines.split_inclusive(|&byte| byte == b'\n') {
+            bytes.extend_from_slice(prefix.as_bytes());
+            bytes.extend_from_slice(line);
+        }
+        Chunk::whole(Arc::new(bytes))
     }
 }
 
@@ -137,24 +149,37 @@ pub(crate) struct Round {
     segments: Vec<Segment>,
 }
 
-/// Consecutive lines that all go to everyone but `except`.
+/// Consecutive lines that all go to everyone in `room` (every room if `None`) but `except`.
 #[derive(Clone, Copy)]
 struct Segment {
     end: usize,
     except: Option<ConnectionId>,
+    room: Option<RoomId>,
+}
+
+impl Segment {
+    fn is_for(&self, recipient: ConnectionId, recipient_room: RoomId) -> bool {
+        self.except != Some(recipient) && self.room.is_none_or(|room| room == recipient_room)
+    }
 }
 
 impl Round {
-    /// Appends a line made of `parts` (and a newline) for everyone but `except`.
-    pub(crate) fn push_line(&mut self, parts: &[&str], except: Option<ConnectionId>) {
+    /// Appends a line made of `parts` (and a newline) for everyone in `room` (every room
+    /// if `None`) but `except`.
+    pub(crate) fn push_line(
+        &mut self,
+        parts: &[&str],
+        except: Option<ConnectionId>,
+        room: Option<RoomId>,
+    ) {
         for part in parts {
             self.bytes.extend_from_slice(part.as_bytes());
         }
         self.bytes.push(b'\n');
         let end = self.bytes.len();
         match self.segments.last_mut() {
-            Some(last) if last.except == except => last.end = end,
-            _ => self.segments.push(Segment { end, except }),
+            Some(last) if last.except == except && last.room == room => last.end = end,
+            _ => self.segments.push(Segment { end, except, room }),
         }
     }
 
@@ -179,12 +204,18 @@ pub(crate) struct SealedRound {
 }
 
 impl SealedRound {
-    /// The ranges `recipient` gets: everything but its own lines, adjacent ranges merged.
-    pub(crate) fn chunks_for(&self, recipient: ConnectionId, mut take: impl FnMut(Chunk)) {
+    /// The ranges `recipient`, in `room`, gets: its room's lines and everyone's, but not
+    /// its own; adjacent ranges merged.
+    pub(crate) fn chunks_for(
+        &self,
+        recipient: ConnectionId,
+        room: RoomId,
+        mut take: impl FnMut(Chunk),
+    ) {
         let mut run_start = None;
         let mut start = 0;
         for segment in &self.segments {
-            let wanted = segment.except != Some(recipient);
+            let wanted = segment.is_for(recipient, room);
             match (wanted, run_start) {
                 (true, None) => run_start = Some(start),
                 (false, Some(from)) => {
@@ -230,7 +261,8 @@ mod tests {
 
     fn ranges_for(round: &SealedRound, id: ConnectionId) -> Vec<String> {
         let mut out = Vec::new();
-        round.chunks_for(id, |chunk| {
+        let room = if id == 4 { 1 } else { 0 };
+        round.chunks_for(id, room, |chunk| {
             out.push(String::from_utf8_lossy(&chunk.bytes[chunk.start..chunk.end]).into_owned())
         });
         out
@@ -239,10 +271,11 @@ mod tests {
     #[test]
     fn each_recipient_gets_the_round_without_its_own_lines() {
         let mut round = Round::default();
-        round.push_line(&["[a] ", "one"], Some(1));
-        round.push_line(&["[a] ", "two"], Some(1));
-        round.push_line(&["[b] three"], Some(2));
-        round.push_line(&["* notice"], None);
+        round.push_line(&["[a] ", "one"], Some(1), Some(0));
+        round.push_line(&["[a] ", "two"], Some(1), Some(0));
+        round.push_line(&["[b] three"], Some(2), Some(0));
+        round.push_line(&["* notice"], None, None);
+        round.push_line(&["[d] elsewhere"], Some(4), Some(1));
         let sealed = round.seal().expect("lines");
         assert_eq!(ranges_for(&sealed, 1), vec!["[b] three\n* notice\n"]);
         assert_eq!(
@@ -253,6 +286,8 @@ mod tests {
             ranges_for(&sealed, 3),
             vec!["[a] one\n[a] two\n[b] three\n* notice\n"]
         );
+        // Client 4 is in room 1: only what is for every room reaches it.
+        assert_eq!(ranges_for(&sealed, 4), vec!["* notice\n"]);
         assert!(round.seal().is_none());
     }
 }

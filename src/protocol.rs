@@ -307,6 +307,12 @@ pub enum Input {
     Quit(Option<String>),
     /// `/help`
     Help,
+    /// `/join ROOM`
+    Join(String),
+    /// `/rooms`
+    Rooms,
+    /// `/time on` or `/time off`
+    Time(bool),
     /// A known command without the arguments it needs; holds its usage text.
     Usage(&'static str),
     /// A command nobody knows, with its name.
@@ -337,6 +343,14 @@ pub fn parse_line(mut line: String) -> Option<Input> {
     let input = match name.to_ascii_lowercase().as_str() {
         "help" => Input::Help,
         "who" => Input::Who,
+        "rooms" => Input::Rooms,
+        "join" if rest.is_empty() => Input::Usage("/join ROOM"),
+        "join" => Input::Join(rest.to_owned()),
+        "time" => match rest.to_ascii_lowercase().as_str() {
+            "on" => Input::Time(true),
+            "off" => Input::Time(false),
+            _ => Input::Usage("/time on|off"),
+        },
         "quit" => Input::Quit((!rest.is_empty()).then(|| rest.to_owned())),
         "nick" if rest.is_empty() => Input::Usage("/nick NAME"),
         "nick" => Input::Nick(rest.to_owned()),
@@ -366,13 +380,17 @@ pub enum NickError {
     Reserved,
 }
 
+/// Whether a nick or room name is 1 to 20 of A-Z a-z 0-9 _ -.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_NICK_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Checks a nick's spelling. Uniqueness is the hub's business: it knows who is online.
 pub fn validate_nick(nick: &str) -> Result<(), NickError> {
-    let well_formed = (1..=MAX_NICK_LEN).contains(&nick.len())
-        && nick
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !well_formed {
+    if !is_valid_name(nick) {
         return Err(NickError::Invalid);
     }
     if nick.to_ascii_lowercase().starts_with("guest-") {
@@ -393,7 +411,10 @@ pub const IDLE_FAREWELL: &[u8] = b"idle timeout, disconnecting, bye!\n";
 pub const HELP: &str = "\
 * commands:
 *   /nick NAME       change your nick (1 to 20 of A-Z a-z 0-9 _ -)
-*   /who             list who is online
+*   /who             list who is in your room
+*   /join ROOM       go to ROOM (created if needed); everyone starts in lobby
+*   /rooms           list the rooms and how many are in each
+*   /time on|off     prefix each line you receive with the time (HH:MM)
 *   /me ACTION       tell everyone what you do (* nick ACTION)
 *   /msg NICK TEXT   send TEXT to NICK only
 *   /quit [REASON]   leave
@@ -536,6 +557,14 @@ mod tests {
         );
         assert_eq!(parse_line("/msg bob"), Some(Input::Usage("/msg NICK TEXT")));
         assert_eq!(parse_line("/dance"), Some(Input::Unknown("dance".into())));
+        assert_eq!(parse_line("/join games"), Some(Input::Join("games".into())));
+        assert_eq!(parse_line("/join"), Some(Input::Usage("/join ROOM")));
+        assert_eq!(parse_line("/rooms"), Some(Input::Rooms));
+        assert_eq!(parse_line("/time ON"), Some(Input::Time(true)));
+        assert_eq!(
+            parse_line("/time later"),
+            Some(Input::Usage("/time on|off"))
+        );
         assert_eq!(parse_line("   "), None);
     }
 

@@ -83,8 +83,8 @@ fn who_lists_everyone_online() {
     alice.expect_line("joined");
     alice.send("/who");
     assert_eq!(
-        alice.expect_line("online"),
-        format!("* online (2): alice, {bob_nick}")
+        alice.expect_line("* in "),
+        format!("* in lobby (2): alice, {bob_nick}")
     );
 }
 
@@ -215,7 +215,7 @@ fn an_idle_client_is_told_and_disconnected() {
     );
     let (mut other, _) = LineClient::join(server.local_addr());
     other.send("/who");
-    assert!(!other.expect_line("online").contains(&nick));
+    assert!(!other.expect_line("* in ").contains(&nick));
 }
 
 #[test]

@@ -198,7 +198,7 @@ fn ten_thousand_connections_leave_no_descriptor_or_thread_behind() {
         thread::yield_now();
     }
     probe.send("/who");
-    probe.expect_line("* online (1)");
+    probe.expect_line("* in lobby (1)");
 }
 
 fn count_fds(pid: u32) -> usize {

@@ -129,7 +129,7 @@ impl LineClient {
     pub fn expect_nothing_pending(&mut self) {
         self.send("/who");
         let line = self.next_line().expect("answer to /who");
-        assert!(line.starts_with("* online ("), "unexpected line {line:?}");
+        assert!(line.starts_with("* in "), "unexpected line {line:?}");
     }
 
     /// The client's own address, as the server sees it.

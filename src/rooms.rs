@@ -1,0 +1,165 @@
+//! Rooms: everyone starts in the lobby; a room other than the lobby exists while someone
+//! is in it; each room remembers its last messages for those who join later.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Number of a room, unique while the server runs.
+pub(crate) type RoomId = u32;
+
+/// The room every client starts in, which never disappears.
+pub(crate) const LOBBY: RoomId = 0;
+
+pub(crate) struct Rooms {
+    /// Lower-cased name to room, so that names are unique ignoring case.
+    by_name: HashMap<String, RoomId>,
+    rooms: HashMap<RoomId, Room>,
+    next_id: RoomId,
+    history_len: usize,
+}
+
+struct Room {
+    name: String,
+    members: usize,
+    /// The last `history_len` public lines, each with the time it was said.
+    history: VecDeque<(String, String)>,
+}
+
+impl Rooms {
+    pub(crate) fn new(history_len: usize) -> Rooms {
+        let mut rooms = Rooms {
+            by_name: HashMap::new(),
+            rooms: HashMap::new(),
+            next_id: LOBBY,
+            history_len,
+        };
+        rooms.find_or_create("lobby");
+        rooms
+    }
+
+    /// The room called `name` (ignoring case), created if needed.
+    pub(crate) fn find_or_create(&mut self, name: &str) -> RoomId {
+        let key = name.to_ascii_lowercase();
+        if let Some(&id) = self.by_name.get(&key) {
+            return id;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_name.insert(key, id);
+        self.rooms.insert(
+            id,
+            Room {
+                name: name.to_owned(),
+                members: 0,
+                history: VecDeque::new(),
+            },
+        );
+        id
+    }
+
+    pub(crate) fn name(&self, id: RoomId) -> &str {
+        self.rooms
+            .get(&id)
+            .map_or("lobby", |room| room.name.as_str())
+    }
+
+    pub(crate) fn enter(&mut self, id: RoomId) {
+        if let Some(room) = self.rooms.get_mut(&id) {
+            room.members += 1;
+        }
+    }
+
+    /// One member fewer; a room other than the lobby goes when its last member does.
+    pub(crate) fn leave(&mut self, id: RoomId) {
+        let Some(room) = self.rooms.get_mut(&id) else {
+            return;
+        };
+        room.members = room.members.saturating_sub(1);
+        if room.members == 0 && id != LOBBY {
+            let key = room.name.to_ascii_lowercase();
+            self.rooms.remove(&id);
+            self.by_name.remove(&key);
+        }
+    }
+
+    /// Remembers a public line said in the room now.
+    pub(crate) fn record(&mut self, id: RoomId, line: String) {
+        if self.history_len == 0 {
+            return;
+        }
+        if let Some(room) = self.rooms.get_mut(&id) {
+            if room.history.len() == self.history_len {
+                room.history.pop_front();
+            }
+            room.history
+                .push_back((clock_time(SystemTime::now()), line));
+        }
+    }
+
+    /// The room's remembered lines, oldest first, as `(HH:MM, line)`.
+    pub(crate) fn history(&self, id: RoomId) -> impl Iterator<Item = &(String, String)> {
+        self.rooms
+            .get(&id)
+            .into_iter()
+            .flat_map(|room| room.history.iter())
+    }
+
+    /// Every room with its member count, by name.
+    pub(crate) fn list(&self) -> Vec<(&str, usize)> {
+        let mut list: Vec<(&str, usize)> = self
+            .rooms
+            .values()
+            .map(|room| (room.name.as_str(), room.members))
+            .collect();
+        list.sort_by_key(|(name, _)| name.to_ascii_lowercase());
+        list
+    }
+}
+
+/// Local time of day as HH:MM.
+pub(crate) fn clock_time(at: SystemTime) -> String {
+    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let seconds = libc::time_t::try_from(seconds).unwrap_or(0);
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
+    // call, and localtime_r (unlike localtime) touches no shared state.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&seconds, &mut tm);
+        tm
+    };
+    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_are_found_ignoring_case_and_vanish_when_empty() {
+        let mut rooms = Rooms::new(2);
+        let games = rooms.find_or_create("Games");
+        assert_eq!(rooms.find_or_create("games"), games);
+        rooms.enter(games);
+        assert_eq!(rooms.list(), vec![("Games", 1), ("lobby", 0)]);
+        rooms.leave(games);
+        assert_eq!(rooms.list(), vec![("lobby", 0)]);
+        rooms.leave(LOBBY);
+        assert_eq!(rooms.list(), vec![("lobby", 0)]);
+    }
+
+    #[test]
+    fn history_keeps_the_last_lines() {
+        let mut rooms = Rooms::new(2);
+        for line in ["one", "two", "three"] {
+            rooms.record(LOBBY, line.to_owned());
+        }
+        let kept: Vec<&str> = rooms
+            .history(LOBBY)
+            .map(|(_, line)| line.as_str())
+            .collect();
+        assert_eq!(kept, vec!["two", "three"]);
+        let time = &rooms.history(LOBBY).next().expect("entry").0;
+        assert_eq!(time.len(), 5);
+        assert_eq!(&time[2..3], ":");
+    }
+}
