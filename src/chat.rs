@@ -31,6 +31,7 @@ impl Chat {
             max_line: config.max_line,
             max_pending: config.max_pending,
             history: config.history,
+            op_password: config.op_password.clone(),
         };
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))

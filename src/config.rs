@@ -41,6 +41,8 @@ pub struct Config {
     /// Chat: messages each room remembers and shows, marked as history, to whoever joins
     /// it. Default 20: the last minute or two of a lively class; 0 turns it off.
     pub history: usize,
+    /// Chat: the password `/op` asks for. Default `None`: nobody can become an operator.
+    pub op_password: Option<String>,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
@@ -69,6 +71,7 @@ impl Default for Config {
             burst: 20,
             max_per_ip: 0,
             history: 20,
+            op_password: None,
             drain_timeout: Duration::from_secs(30),
             once: false,
             thread_stack_size: 64 * 1024,

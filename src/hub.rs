@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::error::describe;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
@@ -21,6 +21,8 @@ use crate::protocol::{self, Input, NickError};
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
 
+/// After a wrong `/op` password, how long before the client may try again.
+const OP_RETRY_DELAY: Duration = Duration::from_secs(3);
 /// While some client has output the kernel would not take, retry this often.
 const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
@@ -66,6 +68,11 @@ pub(crate) enum LeaveReason {
     ServerShutdown,
     /// Went to another room (still connected).
     Moved(String),
+    /// Removed by an operator: who, and why if they said.
+    Kicked {
+        by: String,
+        reason: Option<String>,
+    },
 }
 
 impl fmt::Display for LeaveReason {
@@ -78,17 +85,26 @@ impl fmt::Display for LeaveReason {
             LeaveReason::SlowConsumer => f.write_str("slow consumer"),
             LeaveReason::ServerShutdown => f.write_str("server shutting down"),
             LeaveReason::Moved(room) => write!(f, "to {room}"),
+            LeaveReason::Kicked { by, reason: None } => write!(f, "kicked by {by}"),
+            LeaveReason::Kicked {
+                by,
+                reason: Some(reason),
+            } => {
+                write!(f, "kicked by {by}: {reason}")
+            }
         }
     }
 }
 
 /// Limits the hub enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HubLimits {
     pub max_line: usize,
     pub max_pending: usize,
     /// Messages a room remembers for those who join later.
     pub history: usize,
+    /// `/op` password; `None`: no operators.
+    pub op_password: Option<String>,
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
@@ -96,7 +112,6 @@ pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
     let mut hub = Hub {
         clients: HashMap::new(),
         nick_owners: HashMap::new(),
-        limits,
         draining: false,
         notices: NoticeBatch::default(),
         rooms: Rooms::new(limits.history),
@@ -106,6 +121,7 @@ pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
             dirty: Vec::new(),
             slow: Vec::new(),
         },
+        limits,
     };
     loop {
         let first = if hub.delivery.dirty.is_empty() {
@@ -167,6 +183,10 @@ struct Client {
     room: RoomId,
     /// `/time on`: each line this client receives starts with HH:MM.
     shows_time: bool,
+    is_operator: bool,
+    is_muted: bool,
+    /// When this client last gave a wrong `/op` password.
+    wrong_password_at: Option<Instant>,
     outbox: Outbox,
     is_dirty: bool,
 }
@@ -220,6 +240,9 @@ impl Hub {
                 stream,
                 room: LOBBY,
                 shows_time: false,
+                is_operator: false,
+                is_muted: false,
+                wrong_password_at: None,
                 outbox: Outbox::default(),
                 is_dirty: false,
             },
@@ -307,10 +330,39 @@ impl Hub {
     }
 
     fn handle_input(&mut self, id: ConnectionId, input: Input) {
-        let Some((nick, room)) = self.clients.get(&id).map(|c| (c.nick.clone(), c.room)) else {
+        let Some((nick, room, is_operator, is_muted)) = self
+            .clients
+            .get(&id)
+            .map(|c| (c.nick.clone(), c.room, c.is_operator, c.is_muted))
+        else {
             return; // already removed (slow consumer); its last lines go nowhere
         };
+        let speaks = matches!(
+            input,
+            Input::Message(_) | Input::Me(_) | Input::Private { .. }
+        );
+        if is_muted && speaks {
+            return self.reply(id, String::from("! you are muted"));
+        }
+        let moderates = matches!(
+            input,
+            Input::Kick { .. } | Input::Mute(_) | Input::Unmute(_) | Input::Wall(_)
+        );
+        if moderates && !is_operator {
+            return self.reply(id, String::from("! operators only (see /op)"));
+        }
         match input {
+            Input::Op(password) => self.make_operator(id, &nick, &password),
+            Input::Kick {
+                nick: target,
+                reason,
+            } => self.kick(id, &nick, &target, reason),
+            Input::Mute(target) => self.set_muted(id, &nick, &target, true),
+            Input::Unmute(target) => self.set_muted(id, &nick, &target, false),
+            Input::Wall(text) => {
+                info!("{nick} to every room: {text}");
+                self.broadcast(None, &["* notice from ", &nick, ": ", &text], None);
+            }
             Input::Message(text) => {
                 self.rooms.record(room, format!("[{nick}] {text}"));
                 self.broadcast(Some(room), &["[", &nick, "] ", &text], Some(id));
@@ -383,6 +435,81 @@ impl Hub {
             ),
             // The client thread turns /quit into Left; nothing to do if one slips through.
             Input::Quit(_) => {}
+        }
+    }
+
+    /// `/op PASSWORD`. A wrong password makes the client wait OP_RETRY_DELAY before it
+    /// may try again, so passwords cannot be guessed at line speed.
+    fn make_operator(&mut self, id: ConnectionId, nick: &str, password: &str) {
+        let Some(expected) = self.limits.op_password.clone() else {
+            return self.reply(id, String::from("! there are no operators on this server"));
+        };
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client
+            .wrong_password_at
+            .is_some_and(|at| at.elapsed() < OP_RETRY_DELAY)
+        {
+            return self.reply(id, String::from("! too many tries: wait a few seconds"));
+        }
+        if password != expected {
+            client.wrong_password_at = Some(Instant::now());
+            warn!("wrong operator password from {nick} ({})", client.peer);
+            return self.reply(id, String::from("! wrong password"));
+        }
+        client.is_operator = true;
+        info!("{nick} ({}) is now an operator", client.peer);
+        self.reply(id, String::from("* you are now an operator"));
+    }
+
+    fn find_nick(&self, nick: &str) -> Option<ConnectionId> {
+        self.nick_owners.get(&nick.to_ascii_lowercase()).copied()
+    }
+
+    /// `/kick NICK [REASON]`: the target is told why and closed; its room sees it leave.
+    fn kick(&mut self, id: ConnectionId, operator: &str, target: &str, reason: Option<String>) {
+        let Some(target_id) = self.find_nick(target) else {
+            return self.reply(id, format!("! no such nick: {target}"));
+        };
+        let target_nick = self.clients[&target_id].nick.clone();
+        info!(
+            "{operator} kicked {target_nick}{}",
+            reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
+        );
+        let farewell = match &reason {
+            Some(reason) => format!("* you were kicked by {operator}: {reason}"),
+            None => format!("* you were kicked by {operator}"),
+        };
+        let leave = LeaveReason::Kicked {
+            by: operator.to_owned(),
+            reason,
+        };
+        self.remove(target_id, leave, Some(&farewell));
+        if target_id != id {
+            self.reply(id, format!("* kicked {target_nick}"));
+        }
+    }
+
+    /// `/mute NICK` and `/unmute NICK`, announced in the target's room.
+    fn set_muted(&mut self, id: ConnectionId, operator: &str, target: &str, muted: bool) {
+        let Some(target_id) = self.find_nick(target) else {
+            return self.reply(id, format!("! no such nick: {target}"));
+        };
+        let Some(client) = self.clients.get_mut(&target_id) else {
+            return;
+        };
+        client.is_muted = muted;
+        let (target_nick, room) = (client.nick.clone(), client.room);
+        let verb = if muted { "muted" } else { "unmuted" };
+        info!("{operator} {verb} {target_nick}");
+        self.broadcast(
+            Some(room),
+            &["* ", &target_nick, " was ", verb, " by ", operator],
+            None,
+        );
+        if self.clients.get(&id).is_some_and(|c| c.room != room) {
+            self.reply(id, format!("* {target_nick} was {verb}"));
         }
     }
 

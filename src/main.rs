@@ -94,6 +94,16 @@ struct SharedOptions {
     /// Chat: messages each room shows to whoever joins it (0 = off).
     #[arg(long, global = true, default_value_t = 20, value_name = "N")]
     history: usize,
+    /// Chat: the password for /op (operators can /kick, /mute, /unmute, /wall); without
+    /// one nobody can become an operator.
+    #[arg(
+        long,
+        global = true,
+        env = "TCPCHAT_OP_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    op_password: Option<String>,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
@@ -124,6 +134,7 @@ impl SharedOptions {
             burst: self.burst,
             max_per_ip: self.max_per_ip,
             history: self.history,
+            op_password: self.op_password.clone().filter(|p| !p.is_empty()),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             once: self.once,
             ..Config::default()

@@ -313,6 +313,19 @@ pub enum Input {
     Rooms,
     /// `/time on` or `/time off`
     Time(bool),
+    /// `/op PASSWORD`
+    Op(String),
+    /// `/kick NICK [REASON]` (operators)
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// `/mute NICK` (operators)
+    Mute(String),
+    /// `/unmute NICK` (operators)
+    Unmute(String),
+    /// `/wall TEXT` (operators): a notice to every room
+    Wall(String),
     /// A known command without the arguments it needs; holds its usage text.
     Usage(&'static str),
     /// A command nobody knows, with its name.
@@ -354,6 +367,25 @@ pub fn parse_line(mut line: String) -> Option<Input> {
         "quit" => Input::Quit((!rest.is_empty()).then(|| rest.to_owned())),
         "nick" if rest.is_empty() => Input::Usage("/nick NAME"),
         "nick" => Input::Nick(rest.to_owned()),
+        "op" if rest.is_empty() => Input::Usage("/op PASSWORD"),
+        "op" => Input::Op(rest.to_owned()),
+        "kick" if rest.is_empty() => Input::Usage("/kick NICK [REASON]"),
+        "kick" => match rest.split_once(' ') {
+            Some((nick, reason)) => Input::Kick {
+                nick: nick.to_owned(),
+                reason: Some(reason.trim().to_owned()),
+            },
+            None => Input::Kick {
+                nick: rest.to_owned(),
+                reason: None,
+            },
+        },
+        "mute" if rest.is_empty() => Input::Usage("/mute NICK"),
+        "mute" => Input::Mute(rest.to_owned()),
+        "unmute" if rest.is_empty() => Input::Usage("/unmute NICK"),
+        "unmute" => Input::Unmute(rest.to_owned()),
+        "wall" if rest.is_empty() => Input::Usage("/wall TEXT"),
+        "wall" => Input::Wall(rest.to_owned()),
         "me" if rest.is_empty() => Input::Usage("/me ACTION"),
         "me" => Input::Me(rest.to_owned()),
         "msg" => match rest.split_once(' ') {
@@ -415,6 +447,8 @@ pub const HELP: &str = "\
 *   /join ROOM       go to ROOM (created if needed); everyone starts in lobby
 *   /rooms           list the rooms and how many are in each
 *   /time on|off     prefix each line you receive with the time (HH:MM)
+*   /op PASSWORD     become an operator, who can:
+*     /kick NICK [REASON]   /mute NICK   /unmute NICK   /wall TEXT
 *   /me ACTION       tell everyone what you do (* nick ACTION)
 *   /msg NICK TEXT   send TEXT to NICK only
 *   /quit [REASON]   leave
@@ -560,6 +594,21 @@ mod tests {
         assert_eq!(parse_line("/join games"), Some(Input::Join("games".into())));
         assert_eq!(parse_line("/join"), Some(Input::Usage("/join ROOM")));
         assert_eq!(parse_line("/rooms"), Some(Input::Rooms));
+        assert_eq!(
+            parse_line("/kick bob spamming the room"),
+            Some(Input::Kick {
+                nick: "bob".into(),
+                reason: Some("spamming the room".into())
+            })
+        );
+        assert_eq!(
+            parse_line("/kick bob"),
+            Some(Input::Kick {
+                nick: "bob".into(),
+                reason: None
+            })
+        );
+        assert_eq!(parse_line("/wall"), Some(Input::Usage("/wall TEXT")));
         assert_eq!(parse_line("/time ON"), Some(Input::Time(true)));
         assert_eq!(
             parse_line("/time later"),

@@ -5,6 +5,7 @@ mod chat;
 mod dump;
 mod echo;
 mod hardening;
+mod moderation;
 mod rooms;
 mod send;
 mod shutdown;
