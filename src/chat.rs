@@ -1,14 +1,17 @@
 //! The chat service: starts the hub and gives each connection a client thread.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use crate::append::AppendFile;
 use crate::config::Config;
 use crate::connection::{self, ClientLimits};
 use crate::error::Error;
-use crate::hub::{self, Event, HubLimits};
+use crate::hub::{self, Event, HubSettings};
 use crate::server::{Connection, Service};
 
 /// Events that may wait for the hub before client threads block on sending. Blocking is
@@ -19,6 +22,7 @@ const HUB_QUEUE_CAPACITY: usize = 1024;
 /// The chat room of the chapter: every line goes to everyone else.
 pub struct Chat {
     events: Sender<Event>,
+    transcript: Option<Arc<AppendFile>>,
     hub_thread: Mutex<Option<JoinHandle<()>>>,
     client_limits: ClientLimits,
 }
@@ -27,21 +31,32 @@ impl Chat {
     /// Starts the hub thread.
     pub fn start(config: &Config) -> Result<Chat, Error> {
         let (events, receiver) = crossbeam_channel::bounded(HUB_QUEUE_CAPACITY);
-        let limits = HubLimits {
+        let motd = match &config.motd {
+            Some(path) => Some(read_motd(path)?),
+            None => None,
+        };
+        let transcript = match &config.transcript {
+            Some(path) => Some(Arc::new(AppendFile::open(path, false)?)),
+            None => None,
+        };
+        let settings = HubSettings {
             max_line: config.max_line,
             max_pending: config.max_pending,
             history: config.history,
             op_password: config.op_password.clone(),
+            motd,
+            transcript: transcript.clone(),
         };
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))
-            .spawn(move || hub::run(receiver, limits))
+            .spawn(move || hub::run(receiver, settings))
             .map_err(|source| Error::Thread {
                 name: "hub",
                 source,
             })?;
         Ok(Chat {
             events,
+            transcript,
             hub_thread: Mutex::new(Some(hub_thread)),
             client_limits: ClientLimits {
                 max_line: config.max_line,
@@ -75,6 +90,27 @@ impl Service for Chat {
         {
             std::panic::resume_unwind(panic);
         }
-        Ok(())
+        match &self.transcript {
+            Some(transcript) => transcript.finish(),
+            None => Ok(()),
+        }
     }
+}
+
+/// The message of the day, as the lines clients receive after the welcome.
+fn read_motd(path: &Path) -> Result<Arc<Vec<u8>>, Error> {
+    let text = std::fs::read(path).map_err(|source| Error::OpenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut motd = Vec::with_capacity(text.len() + 1);
+    for line in text.split(|&byte| byte == b'\n') {
+        motd.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        motd.push(b'\n');
+    }
+    // split gives an empty last piece when the file ends with a newline.
+    if text.ends_with(b"\n") {
+        motd.pop();
+    }
+    Ok(Arc::new(motd))
 }

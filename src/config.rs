@@ -43,6 +43,11 @@ pub struct Config {
     pub history: usize,
     /// Chat: the password `/op` asks for. Default `None`: nobody can become an operator.
     pub op_password: Option<String>,
+    /// Chat: a file shown to every client after the welcome. Default none.
+    pub motd: Option<std::path::PathBuf>,
+    /// Chat: a file every public line is appended to, with its time and room (never
+    /// truncated). Default none.
+    pub transcript: Option<std::path::PathBuf>,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
@@ -72,6 +77,8 @@ impl Default for Config {
             max_per_ip: 0,
             history: 20,
             op_password: None,
+            motd: None,
+            transcript: None,
             drain_timeout: Duration::from_secs(30),
             once: false,
             thread_stack_size: 64 * 1024,

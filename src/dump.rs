@@ -1,13 +1,10 @@
 //! The chapter's `socket.pipe(fileStream)`: everything clients send is appended to a file.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use log::error;
-use parking_lot::Mutex;
-
+use crate::append::AppendFile;
 use crate::error::{Error, describe};
 use crate::protocol::{self, LineSplitter};
 use crate::server::{Connection, Received, Service};
@@ -30,66 +27,18 @@ pub struct DumpOptions {
 pub struct Dump {
     options: DumpOptions,
     max_line: usize,
-    file: Mutex<DumpFile>,
-}
-
-struct DumpFile {
-    file: File,
-    /// Set by the first failed write; from then on nothing more is taken.
-    failure: Option<(io::ErrorKind, String)>,
+    file: AppendFile,
 }
 
 impl Dump {
     /// Opens (or creates) the file for appending.
     pub fn open(options: DumpOptions, max_line: usize) -> Result<Dump, Error> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&options.path)
-            .map_err(|source| Error::OpenFile {
-                path: options.path.clone(),
-                source,
-            })?;
+        let file = AppendFile::open(&options.path, options.fsync)?;
         Ok(Dump {
             options,
             max_line,
-            file: Mutex::new(DumpFile {
-                file,
-                failure: None,
-            }),
+            file,
         })
-    }
-
-    /// Appends `bytes` as one write; on failure returns the reason, the same for everyone.
-    fn store(&self, bytes: &[u8]) -> Result<(), String> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let mut dump = self.file.lock();
-        if let Some((_, reason)) = &dump.failure {
-            return Err(reason.clone());
-        }
-        let mut written = dump.file.write_all(bytes);
-        if written.is_ok() && self.options.fsync {
-            written = dump.file.sync_data();
-        }
-        written.map_err(|failure| {
-            let reason = describe(&failure);
-            error!(
-                "cannot store data in {}: {reason}",
-                self.options.path.display()
-            );
-            dump.failure = Some((failure.kind(), reason.clone()));
-            reason
-        })
-    }
-
-    fn failure_reason(&self) -> Option<String> {
-        self.file
-            .lock()
-            .failure
-            .as_ref()
-            .map(|(_, reason)| reason.clone())
     }
 
     /// Adds one piece to the batch for the file, with its tag if asked for.
@@ -116,22 +65,13 @@ impl Service for Dump {
     }
 
     fn goodbye(&self) -> Option<Vec<u8>> {
-        self.failure_reason()
+        self.file
+            .failure_reason()
             .map(|reason| format!("! cannot store data: {reason}\n").into_bytes())
     }
 
     fn finish(&self) -> Result<(), Error> {
-        let dump = self.file.lock();
-        match &dump.failure {
-            Some((kind, reason)) => Err(Error::Store {
-                path: self.options.path.clone(),
-                source: io::Error::new(*kind, reason.clone()),
-            }),
-            None => dump.file.sync_data().map_err(|source| Error::Store {
-                path: self.options.path.clone(),
-                source,
-            }),
-        }
+        self.file.finish()
     }
 }
 
@@ -165,7 +105,7 @@ impl Dump {
                     batch.push(b'\n');
                 });
             }
-            if let Err(reason) = self.store(&batch) {
+            if let Err(reason) = self.file.store(&batch) {
                 // The server closes every connection, this one included, with the reason
                 // (see `goodbye`).
                 connection.shutdown.abort();

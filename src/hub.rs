@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
+use crate::append::AppendFile;
 use crate::error::describe;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::{self, Input, NickError};
@@ -96,32 +97,37 @@ impl fmt::Display for LeaveReason {
     }
 }
 
-/// Limits the hub enforces.
-#[derive(Debug, Clone)]
-pub(crate) struct HubLimits {
+/// What the hub enforces and offers.
+#[derive(Clone)]
+pub(crate) struct HubSettings {
     pub max_line: usize,
     pub max_pending: usize,
     /// Messages a room remembers for those who join later.
     pub history: usize,
     /// `/op` password; `None`: no operators.
     pub op_password: Option<String>,
+    /// Message of the day, shown after the welcome.
+    pub motd: Option<SharedBytes>,
+    /// Where every public line goes, with its time and room.
+    pub transcript: Option<Arc<AppendFile>>,
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
-pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
+pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
     let mut hub = Hub {
         clients: HashMap::new(),
         nick_owners: HashMap::new(),
         draining: false,
         notices: NoticeBatch::default(),
-        rooms: Rooms::new(limits.history),
+        rooms: Rooms::new(settings.history),
         round: Round::default(),
         delivery: Delivery {
-            max_pending: limits.max_pending,
+            max_pending: settings.max_pending,
             dirty: Vec::new(),
             slow: Vec::new(),
         },
-        limits,
+        settings,
+        transcript_pending: Vec::new(),
     };
     loop {
         let first = if hub.delivery.dirty.is_empty() {
@@ -148,6 +154,7 @@ pub(crate) fn run(events: Receiver<Event>, limits: HubLimits) {
         }
         hub.flush_notices();
         hub.send_pending_output();
+        hub.write_transcript();
         if stop {
             return;
         }
@@ -158,7 +165,9 @@ struct Hub {
     clients: HashMap<ConnectionId, Client>,
     /// Lower-cased nick to its owner, for uniqueness ignoring case and for `/msg`.
     nick_owners: HashMap<String, ConnectionId>,
-    limits: HubLimits,
+    settings: HubSettings,
+    /// Transcript lines of this wake-up, not yet written.
+    transcript_pending: Vec<u8>,
     draining: bool,
     notices: NoticeBatch,
     rooms: Rooms,
@@ -261,12 +270,14 @@ impl Hub {
                 "* welcome, {nick}! {others}. Type /help for commands."
             )),
         );
+        if let Some(motd) = self.settings.motd.clone() {
+            self.queue(id, motd);
+        }
         if self.draining {
             self.queue(id, line("* server is shutting down"));
         }
         self.send_history(id, LOBBY);
-        self.notices
-            .add(NoticeKind::Joined, id, nick, LOBBY, &mut self.round);
+        self.announce(NoticeKind::Joined, id, nick, LOBBY);
     }
 
     /// Shows a client arriving in `room` what was said there lately.
@@ -302,12 +313,11 @@ impl Hub {
         self.flush_notices();
         self.commit_round();
         let new_name = self.rooms.name(new_room).to_owned();
-        self.notices.add(
+        self.announce(
             NoticeKind::Left(LeaveReason::Moved(new_name.clone())),
             id,
             nick.to_owned(),
             old_room,
-            &mut self.round,
         );
         self.flush_notices();
         self.commit_round();
@@ -320,13 +330,7 @@ impl Hub {
         let here = self.clients.values().filter(|c| c.room == new_room).count();
         self.reply(id, format!("* you are now in {new_name} ({here} here)"));
         self.send_history(id, new_room);
-        self.notices.add(
-            NoticeKind::Joined,
-            id,
-            nick.to_owned(),
-            new_room,
-            &mut self.round,
-        );
+        self.announce(NoticeKind::Joined, id, nick.to_owned(), new_room);
     }
 
     fn handle_input(&mut self, id: ConnectionId, input: Input) {
@@ -430,7 +434,7 @@ impl Hub {
                 id,
                 format!(
                     "! line too long (over {} bytes), dropped",
-                    self.limits.max_line
+                    self.settings.max_line
                 ),
             ),
             // The client thread turns /quit into Left; nothing to do if one slips through.
@@ -441,7 +445,7 @@ impl Hub {
     /// `/op PASSWORD`. A wrong password makes the client wait OP_RETRY_DELAY before it
     /// may try again, so passwords cannot be guessed at line speed.
     fn make_operator(&mut self, id: ConnectionId, nick: &str, password: &str) {
-        let Some(expected) = self.limits.op_password.clone() else {
+        let Some(expected) = self.settings.op_password.clone() else {
             return self.reply(id, String::from("! there are no operators on this server"));
         };
         let Some(client) = self.clients.get_mut(&id) else {
@@ -570,14 +574,9 @@ impl Hub {
         // Wakes the client's thread if it is still reading; queued bytes still go out.
         let _ = client.stream.shutdown(Shutdown::Both);
         info!("{} ({}) left: {reason}", client.nick, client.peer);
-        self.rooms.leave(client.room);
-        self.notices.add(
-            NoticeKind::Left(reason),
-            id,
-            client.nick,
-            client.room,
-            &mut self.round,
-        );
+        let room = client.room;
+        self.announce(NoticeKind::Left(reason), id, client.nick, room);
+        self.rooms.leave(room);
     }
 
     fn reply(&mut self, id: ConnectionId, text: String) {
@@ -586,10 +585,44 @@ impl Hub {
     }
 
     /// Adds a line made of `parts` for everyone in `room` (every room if `None`) but
-    /// `except` to this wake-up's round.
+    /// `except` to this wake-up's round, and to the transcript.
     fn broadcast(&mut self, room: Option<RoomId>, parts: &[&str], except: Option<ConnectionId>) {
         self.flush_notices();
+        self.record(room, &parts.concat());
         self.round.push_line(parts, except, room);
+    }
+
+    /// A join or leave: batched for the room (see NoticeBatch), one line each in the
+    /// transcript.
+    fn announce(&mut self, kind: NoticeKind, id: ConnectionId, nick: String, room: RoomId) {
+        let text = match &kind {
+            NoticeKind::Joined => format!("* {nick} joined"),
+            NoticeKind::Left(reason) => format!("* {nick} left ({reason})"),
+        };
+        self.record(Some(room), &text);
+        self.notices.add(kind, id, nick, room, &mut self.round);
+    }
+
+    /// Appends a public line to the transcript's pending text (written once a wake-up).
+    fn record(&mut self, room: Option<RoomId>, text: &str) {
+        if self.settings.transcript.is_none() {
+            return;
+        }
+        let room = room.map_or("*", |room| self.rooms.name(room));
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
+        self.transcript_pending
+            .extend_from_slice(format!("{now} {room} {text}\n").as_bytes());
+    }
+
+    /// Writes the wake-up's transcript lines in one append. A failure is logged once by
+    /// the file, and reported again when the server exits.
+    fn write_transcript(&mut self) {
+        if let Some(file) = &self.settings.transcript
+            && !self.transcript_pending.is_empty()
+        {
+            let _ = file.store(&self.transcript_pending);
+            self.transcript_pending.clear();
+        }
     }
 
     /// Queues bytes for one client, after everything broadcast before them.
@@ -784,7 +817,10 @@ impl NoticeBatch {
         };
         let (text, except) = match (self.total, first_kind) {
             (1, NoticeKind::Joined) => (format!("* {first_nick} joined"), Some(first_id)),
-            (1, NoticeKind::Left(reason)) => (format!("* {first_nick} left ({reason})"), None),
+            // A leaver that only moved to another room is still here: not for it.
+            (1, NoticeKind::Left(reason)) => {
+                (format!("* {first_nick} left ({reason})"), Some(first_id))
+            }
             (total, _) => {
                 let verb = if self.joined { "joined" } else { "left" };
                 (

@@ -15,6 +15,7 @@
 //! pure code (decoding, sanitising, commands) and config.rs holds every limit.
 
 pub mod addresses;
+pub mod append;
 pub mod chat;
 pub mod config;
 mod connection;

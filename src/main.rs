@@ -104,6 +104,12 @@ struct SharedOptions {
         value_name = "PASSWORD"
     )]
     op_password: Option<String>,
+    /// Chat: show FILE to every client after the welcome (message of the day).
+    #[arg(long, global = true, value_name = "FILE")]
+    motd: Option<PathBuf>,
+    /// Chat: append every public line, with its time and room, to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    transcript: Option<PathBuf>,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
     drain_timeout: u64,
@@ -135,6 +141,8 @@ impl SharedOptions {
             max_per_ip: self.max_per_ip,
             history: self.history,
             op_password: self.op_password.clone().filter(|p| !p.is_empty()),
+            motd: self.motd.clone(),
+            transcript: self.transcript.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             once: self.once,
             ..Config::default()

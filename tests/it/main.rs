@@ -10,3 +10,4 @@ mod rooms;
 mod send;
 mod shutdown;
 mod support;
+mod transcript;
