@@ -22,7 +22,8 @@ struct Room {
     name: String,
     members: usize,
     /// The last `history_len` public lines, each with the time it was said.
-    history: VecDeque<(String, String)>,
+    /// (formatted only when shown: recording runs for every message)
+    history: VecDeque<(SystemTime, String)>,
 }
 
 impl Rooms {
@@ -91,13 +92,12 @@ impl Rooms {
             if room.history.len() == self.history_len {
                 room.history.pop_front();
             }
-            room.history
-                .push_back((clock_time(SystemTime::now()), line));
+            room.history.push_back((SystemTime::now(), line));
         }
     }
 
-    /// The room's remembered lines, oldest first, as `(HH:MM, line)`.
-    pub(crate) fn history(&self, id: RoomId) -> impl Iterator<Item = &(String, String)> {
+    /// The room's remembered lines, oldest first, with the time each was said.
+    pub(crate) fn history(&self, id: RoomId) -> impl Iterator<Item = &(SystemTime, String)> {
         self.rooms
             .get(&id)
             .into_iter()
@@ -158,7 +158,7 @@ mod tests {
             .map(|(_, line)| line.as_str())
             .collect();
         assert_eq!(kept, vec!["two", "three"]);
-        let time = &rooms.history(LOBBY).next().expect("entry").0;
+        let time = clock_time(rooms.history(LOBBY).next().expect("entry").0);
         assert_eq!(time.len(), 5);
         assert_eq!(&time[2..3], ":");
     }

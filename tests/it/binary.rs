@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use crate::support::{BinaryServer, LineClient, is_refused, spawn_with_log};
+use crate::support::{BinaryServer, LineClient, failed_start, is_refused};
 
 #[test]
 fn the_binary_logs_its_address_and_serves_chat() {
@@ -18,18 +18,13 @@ fn the_binary_logs_its_address_and_serves_chat() {
 fn a_port_in_use_is_one_clear_error_and_a_failing_exit() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("address").port();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-    command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-    let (mut child, log) = spawn_with_log(command);
-    let status = child.wait().expect("wait");
-    let lines: Vec<String> = log.iter().collect();
+    let lines = failed_start(&["--host", "127.0.0.1", "--port", &port.to_string()]);
     assert_eq!(
         lines,
         vec![format!(
             "error: cannot listen on 127.0.0.1:{port}: address already in use"
         )]
     );
-    assert_eq!(status.code(), Some(1));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::thread;
 
-use crate::support::{BinaryServer, LineClient, TempPath, proc_status_field, spawn_with_log};
+use crate::support::{BinaryServer, LineClient, TempPath, failed_start, proc_status_field};
 
 /// The byte at `offset` of the test file: a pattern that catches reordering and loss.
 fn pattern_byte(offset: u64) -> u8 {
@@ -88,16 +88,10 @@ fn without_keep_open_the_connection_closes_after_the_file() {
 
 #[test]
 fn a_missing_file_is_one_error_line_and_a_failing_exit() {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-    command.args(["send", "/no/such/file", "--port", "0"]);
-    let (mut child, log) = spawn_with_log(command);
-    let status = child.wait().expect("wait");
-    let lines: Vec<String> = log.iter().collect();
     assert_eq!(
-        lines,
+        failed_start(&["send", "/no/such/file", "--port", "0"]),
         vec!["error: cannot open /no/such/file: no such file or directory".to_owned()]
     );
-    assert_eq!(status.code(), Some(1));
 }
 
 #[test]

@@ -287,6 +287,21 @@ pub fn proc_status_field(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// Runs the binary with `args`, which must fail to start: returns its stderr lines after
+/// checking that it exited with status 1.
+pub fn failed_start(args: &[&str]) -> Vec<String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    command.args(args);
+    let (mut child, log) = spawn_with_log(command);
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "tcpchat {args:?} exited with {status}"
+    );
+    log.iter().collect()
+}
+
 /// True if a connection to `address` is refused now.
 pub fn is_refused(address: SocketAddr) -> bool {
     match TcpStream::connect_timeout(&address, PATIENCE) {

@@ -2,7 +2,7 @@
 
 use tcpchat::Config;
 
-use crate::support::{BinaryServer, LineClient, TempPath, spawn_with_log, start_chat};
+use crate::support::{BinaryServer, LineClient, TempPath, failed_start, start_chat};
 
 /// The transcript's lines without their timestamps, checking each has one.
 fn transcript_lines(path: &TempPath) -> Vec<String> {
@@ -105,18 +105,12 @@ fn a_missing_motd_or_transcript_folder_is_one_error_line() {
         ["--motd", "/no/such/motd"],
         ["--transcript", "/no/such/dir/log"],
     ] {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-        command.args(args).args(["--port", "0"]);
-        let (mut child, log) = spawn_with_log(command);
-        let status = child.wait().expect("wait");
-        let lines: Vec<String> = log.iter().collect();
         assert_eq!(
-            lines,
+            failed_start(&[args[0], args[1], "--port", "0"]),
             vec![format!(
                 "error: cannot open {}: no such file or directory",
                 args[1]
             )]
         );
-        assert_eq!(status.code(), Some(1));
     }
 }
