@@ -94,15 +94,17 @@ impl Connection {
             events: 0,
             revents: 0,
         };
-        let millis = libc::c_int::try_from(duration.as_millis()).unwrap_or(libc::c_int::MAX);
         let deadline = Instant::now() + duration;
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
             // SAFETY: `fd` is one valid pollfd struct for the whole call.
             let ready = unsafe { libc::poll(&mut fd, 1, millis.max(1)) };
             if ready > 0 {
                 return false;
             }
-            if ready == 0 || Instant::now() >= deadline {
+            // 0: the time is up; below 0: interrupted by a signal, wait for the rest.
+            if ready == 0 || left.is_zero() {
                 return true;
             }
         }
