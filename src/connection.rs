@@ -1,7 +1,7 @@
 //! One chat client's thread: reads lines, parses them, hands them to the hub, and makes
 //! sure the hub hears exactly once that the client left, however the thread ends.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::debug;
@@ -18,6 +18,8 @@ use crate::shutdown::ConnectionId;
 /// two resident pages (10,000 idle clients: 10.6 KiB each with 1 KiB, 14.6 KiB with 4 KiB),
 /// while fanout throughput measured the same (the hub batches per wake-up, not per read).
 const READ_CHUNK: usize = 1024;
+/// How long a client that quit or idled out has to close after the server's goodbye.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves one chat client until it quits, closes, idles out or is closed by the hub.
 pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: ClientLimits) {
@@ -51,7 +53,8 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
             }
             Received::IdleTimeout => {
                 presence.reason = LeaveReason::IdleTimeout;
-                return;
+                drop(presence);
+                return linger(&connection);
             }
             Received::Failed(error) => {
                 debug!(
@@ -68,7 +71,8 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
         }
         if let Some(reason) = quit {
             presence.reason = LeaveReason::Quit(reason);
-            return;
+            drop(presence);
+            return linger(&connection);
         }
         if ended {
             return;
@@ -110,6 +114,16 @@ fn forward(
         batch.push(input);
     }
     send(batch)
+}
+
+/// After the hub has said goodbye to a client that quit or idled out (and closed the
+/// sending side), reads and drops what the client still sends until it closes, for at most
+/// LINGER. Closing with its input unread would make the kernel answer with a reset, which
+/// can destroy the goodbye before the client reads it.
+fn linger(connection: &Connection) {
+    let _ = connection.stream.set_read_timeout(Some(LINGER));
+    let mut sink = [0u8; 256];
+    while let Received::Data(_) = connection.receive(&mut sink) {}
 }
 
 fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {

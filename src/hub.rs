@@ -302,8 +302,14 @@ impl Hub {
         if reason != LeaveReason::SlowConsumer {
             let _ = client.outbox.send_available(&client.stream);
         }
-        // Wakes the client's thread if it is still reading; queued bytes still go out.
-        let _ = client.stream.shutdown(Shutdown::Both);
+        // A client that quit or idled out is closed on its sending side only: its thread
+        // lingers, reading, until the peer closes too (see connection.rs). Anyone else's
+        // thread is woken by shutting down both sides; queued bytes still go out.
+        let how = match reason {
+            LeaveReason::Quit(_) | LeaveReason::IdleTimeout => Shutdown::Write,
+            _ => Shutdown::Both,
+        };
+        let _ = client.stream.shutdown(how);
         info!("{} ({}) left: {reason}", client.nick, client.peer);
         let room = client.room;
         self.announce(NoticeKind::Left(reason), id, client.nick, room);

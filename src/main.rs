@@ -190,24 +190,30 @@ fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
     // The handler is installed before the server starts, so that every thread exists
     // once `listening on` is logged (scripts and tests count them from then on).
     let server_shutdown: Arc<OnceLock<ShutdownHandle>> = Arc::default();
-    let handler_shutdown = Arc::clone(&server_shutdown);
-    let interrupted_before = AtomicBool::new(false);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let (handler_shutdown, handler_interrupted) =
+        (Arc::clone(&server_shutdown), Arc::clone(&interrupted));
     // Ctrl-C and SIGTERM (the "termination" feature): the first drains, a second exits now.
     let installed = ctrlc::set_handler(move || {
-        let again = interrupted_before.swap(true, Ordering::SeqCst);
-        match handler_shutdown.get() {
-            Some(shutdown) if !again => shutdown.request(),
-            _ => {
-                eprintln!("interrupted: exiting now");
-                std::process::exit(130);
-            }
+        if handler_interrupted.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted again: exiting now");
+            std::process::exit(130);
+        }
+        // Before the server is up, `run` sees the flag once it has the handle.
+        if let Some(shutdown) = handler_shutdown.get() {
+            shutdown.request();
         }
     });
     if let Err(error) = installed {
         warn!("cannot handle Ctrl-C: {error}");
     }
     let server = tcpchat::start(config, mode)?;
-    let _ = server_shutdown.set(server.shutdown_handle());
+    let shutdown = server.shutdown_handle();
+    let _ = server_shutdown.set(shutdown.clone());
+    if interrupted.load(Ordering::SeqCst) {
+        // Interrupted while starting; asking twice is harmless if the handler saw it too.
+        shutdown.request();
+    }
     server.join()
 }
 

@@ -35,6 +35,7 @@ fn the_transcript_holds_everything_said_with_room_and_keeps_what_was_there() {
     bob.send("/join games");
     bob.expect_line("you are now in");
     bob.send("nobody here");
+    bob.expect_nothing_pending();
     alice.expect_line("left (to games)");
     alice.send("/quit");
     alice.expect_closed();
