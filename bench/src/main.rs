@@ -345,7 +345,8 @@ impl WindowedRun {
                 if stalled.is_none() && Instant::now() >= stall_time {
                     self.fleet.shared.stalling.store(true, Ordering::SeqCst);
                     let before = count_fds(self.pid);
-                    stalled = Some(connect_never_reading(self.addr)?);
+                    // Connects like any other client, and never reads a byte.
+                    stalled = Some(TcpStream::connect(self.addr)?);
                     let accepted = Instant::now() + Duration::from_secs(1);
                     while count_fds(self.pid) <= before && Instant::now() < accepted {
                         thread::sleep(Duration::from_millis(1));
@@ -378,12 +379,6 @@ impl WindowedRun {
         drop(stalled);
         Ok((sent, stats, cpu, elapsed))
     }
-}
-
-/// A client that connects like any other and never reads a byte.
-fn connect_never_reading(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr)?;
-    Ok(stream)
 }
 
 // ---------------------------------------------------------------- the fleet of clients

@@ -42,7 +42,9 @@ impl Hub {
                 format!("! you are already in {}", self.rooms.name(old_room)),
             );
         }
-        // Lines already broadcast to the old room are still this client's to receive.
+        // Lines already broadcast to the old room are still this client's to receive. The
+        // flush also leaves the move's own leave notice alone in its batch, which is what
+        // keeps it from the mover (see NoticeBatch::send).
         self.flush_notices();
         self.commit_round();
         let new_name = self.rooms.name(new_room).to_owned();
