@@ -114,6 +114,8 @@ impl Phase {
 pub(crate) struct Supervisor {
     control: Receiver<Control>,
     acceptor: Option<JoinHandle<()>>,
+    /// Until `AcceptStopped` arrives, `Spawned` reports of connections may still be queued.
+    acceptor_reported_stop: bool,
     /// Closing it (or writing to it) tells the acceptor to stop.
     stop_sender: Option<io::PipeWriter>,
     service: Arc<dyn Service>,
@@ -132,6 +134,7 @@ impl Supervisor {
         Supervisor {
             control,
             acceptor: Some(acceptor),
+            acceptor_reported_stop: false,
             stop_sender: Some(stop_sender),
             service,
             drain_timeout,
@@ -141,7 +144,7 @@ impl Supervisor {
 
     pub(crate) fn run(mut self) -> Result<(), Error> {
         let mut phase = Phase::Serving;
-        while self.acceptor.is_some() || !self.connections.is_empty() {
+        while !self.acceptor_reported_stop || !self.connections.is_empty() {
             let received = match phase.deadline() {
                 Some(deadline) => self.control.recv_deadline(deadline),
                 None => self
@@ -192,11 +195,10 @@ impl Supervisor {
                     self.connections.entry(id).or_default().finished = true;
                     self.reap(id);
                 }
+                // The acceptor stopped by itself (--once), or stop_accepting joined it.
                 Control::AcceptStopped => {
-                    self.stop_sender = None;
-                    if let Some(acceptor) = self.acceptor.take() {
-                        let _ = acceptor.join();
-                    }
+                    self.acceptor_reported_stop = true;
+                    self.stop_accepting();
                 }
             }
         }
@@ -228,9 +230,16 @@ impl Supervisor {
         }
     }
 
+    /// Returns once the listener is closed, so that whatever comes next (telling clients
+    /// the server is shutting down) never happens while newcomers can still get in.
     fn stop_accepting(&mut self) {
-        // Dropping the pipe's only writer makes its reader readable (end of file).
+        // Dropping the pipe's only writer makes its reader readable (end of file). The
+        // acceptor never waits on the supervisor (its channel is unbounded), so joining it
+        // here cannot deadlock; it only finishes accepting what the kernel already queued.
         self.stop_sender = None;
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
     }
 
     /// Lets the service send what it still owes, then writes the goodbye and closes the
