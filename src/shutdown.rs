@@ -162,12 +162,12 @@ impl Supervisor {
             };
             match control {
                 Control::Shutdown if phase == Phase::Serving => {
-                    self.stop_accepting();
                     info!(
-                        "shutting down: {} connections may go on for up to {}s",
-                        self.connections.len(),
+                        "shutting down: {} may go on for up to {}s",
+                        connections(self.connections.len()),
                         self.drain_timeout.as_secs()
                     );
+                    self.stop_accepting();
                     self.service.begin_drain();
                     phase = Phase::Draining {
                         deadline: Instant::now() + self.drain_timeout,
@@ -213,8 +213,8 @@ impl Supervisor {
         match phase {
             Phase::Draining { .. } => {
                 info!(
-                    "drain timeout: closing {} remaining connections",
-                    self.connections.len()
+                    "drain timeout: closing {} still open",
+                    connections(self.connections.len())
                 );
                 self.say_goodbye();
                 Phase::Lingering {
@@ -269,5 +269,13 @@ impl Supervisor {
         {
             warn!("connection #{id}: its thread panicked; the server carries on");
         }
+    }
+}
+
+/// "1 connection", "2 connections", for the log.
+fn connections(count: usize) -> String {
+    match count {
+        1 => String::from("1 connection"),
+        _ => format!("{count} connections"),
     }
 }
