@@ -237,8 +237,12 @@ impl Supervisor {
         // acceptor never waits on the supervisor (its channel is unbounded), so joining it
         // here cannot deadlock; it only finishes accepting what the kernel already queued.
         self.stop_sender = None;
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        if let Some(acceptor) = self.acceptor.take()
+            && acceptor.join().is_err()
+        {
+            // It will never send `AcceptStopped`: do not wait for it.
+            warn!("the acceptor thread panicked");
+            self.acceptor_reported_stop = true;
         }
     }
 
