@@ -18,7 +18,8 @@ use crate::shutdown::ConnectionId;
 /// two resident pages (10,000 idle clients: 10.6 KiB each with 1 KiB, 14.6 KiB with 4 KiB),
 /// while fanout throughput measured the same (the hub batches per wake-up, not per read).
 const READ_CHUNK: usize = 1024;
-/// How long a client that quit or idled out has to close after the server's goodbye.
+/// How long a client that quit or idled out has to close after the hub's goodbye (the
+/// hub closes the sending side; see `Connection::wait_for_close`).
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves one chat client until it quits, closes, idles out or is closed by the hub.
@@ -54,7 +55,7 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
             Received::IdleTimeout => {
                 presence.reason = LeaveReason::IdleTimeout;
                 drop(presence);
-                return linger(&connection);
+                return connection.wait_for_close(LINGER);
             }
             Received::Failed(error) => {
                 debug!(
@@ -72,7 +73,7 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
         if let Some(reason) = quit {
             presence.reason = LeaveReason::Quit(reason);
             drop(presence);
-            return linger(&connection);
+            return connection.wait_for_close(LINGER);
         }
         if ended {
             return;
@@ -114,16 +115,6 @@ fn forward(
         batch.push(input);
     }
     send(batch)
-}
-
-/// After the hub has said goodbye to a client that quit or idled out (and closed the
-/// sending side), reads and drops what the client still sends until it closes, for at most
-/// LINGER. Closing with its input unread would make the kernel answer with a reset, which
-/// can destroy the goodbye before the client reads it.
-fn linger(connection: &Connection) {
-    let _ = connection.stream.set_read_timeout(Some(LINGER));
-    let mut sink = [0u8; 256];
-    while let Received::Data(_) = connection.receive(&mut sink) {}
 }
 
 fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {

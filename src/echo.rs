@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::Shutdown;
+use std::time::Duration;
 
 use crate::error::describe;
 use crate::protocol::{IDLE_FAREWELL, LineSplitter};
@@ -11,6 +12,8 @@ use crate::server::{Connection, Received, Service};
 pub const GREETING: &[u8] = b"Hello! You can start typing. Type \"quit\" to exit!\n";
 /// The answer to "quit".
 pub const FAREWELL: &[u8] = b"Bye Bye!\n";
+/// After "Bye Bye!", how long the client has to close (see `Connection::wait_for_close`).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Sends every line back unchanged, bytes that are not UTF-8 included.
 pub struct Echo {
@@ -83,6 +86,7 @@ fn echo_until_done(connection: &Connection, max_line: usize) -> String {
         }
         if quit {
             let _ = connection.stream.shutdown(Shutdown::Write);
+            connection.wait_for_close(LINGER);
             return String::from("quit");
         }
         if let Some(how) = how {

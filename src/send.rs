@@ -74,9 +74,7 @@ impl SendFile {
             return format!("{sent} bytes sent, then {how}");
         }
         let _ = connection.stream.shutdown(Shutdown::Write);
-        let _ = connection.stream.set_read_timeout(Some(LINGER));
-        let mut chunk = [0u8; 4096];
-        while let Received::Data(_) = connection.receive(&mut chunk) {}
+        connection.wait_for_close(LINGER);
         format!("{sent} bytes sent")
     }
 }

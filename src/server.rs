@@ -110,6 +110,25 @@ impl Connection {
         }
     }
 
+    /// Waits, for at most `timeout` in all, for the client to close, reading and dropping
+    /// whatever it still sends. For after the server has sent its last bytes and closed its
+    /// sending side: closing the socket with the client's input unread would make the
+    /// kernel answer with a reset, which can destroy those last bytes (a goodbye, the end
+    /// of a file) before the client has read them.
+    pub fn wait_for_close(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut sink = [0u8; 256];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            if !matches!(self.receive(&mut sink), Received::Data(_)) {
+                return;
+            }
+        }
+    }
+
     /// Logs the chapter's "new connection" event for the subcommands without nicks.
     pub fn log_opened(&self) {
         info!("new connection from {}", self.peer);

@@ -52,6 +52,7 @@ fn echo_once_serves_one_client_then_exits() {
     assert!(is_refused(server.address));
     client.send("quit");
     client.expect_line("Bye Bye!");
+    drop(client); // the server waits for the client to close before it ends
     let (status, log) = server.wait_exit();
     assert!(status.success());
     assert!(
@@ -69,4 +70,53 @@ fn echo_idle_clients_get_the_chapter_line() {
         client.expect_closed(),
         vec!["idle timeout, disconnecting, bye!".to_owned()]
     );
+}
+
+#[test]
+fn bye_bye_survives_a_client_that_is_behind_on_reading_and_still_sending() {
+    const ECHOED: usize = 40;
+    let server = start(Config::localhost(), Mode::Echo);
+    // The smallest receive window the kernel allows (about 1 KB), not read from yet: the
+    // echoes back up in the server's send queue, with "Bye Bye!" behind them.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(1).expect("rcvbuf");
+    socket
+        .connect(&server.local_addr().into())
+        .expect("connect");
+    let stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(crate::support::PATIENCE))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    // 2.5 KB of echoes, then quit, then more input the server never echoes. Closing with
+    // that input unread would reset the connection and throw away the queued echoes.
+    let sender = std::thread::spawn(move || {
+        let mut input = lines(&"x".repeat(63), ECHOED);
+        input.push_str("quit\n");
+        input.push_str(&lines(&"after quit".repeat(10), 1000));
+        // A reset ends the writing early: that is what this test is about, not a panic.
+        let _ = std::io::Write::write_all(&mut writer, input.as_bytes());
+    });
+    let _ = sender.join();
+    let mut received = Vec::new();
+    let end = std::io::Read::read_to_end(&mut &stream, &mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        end.is_ok(),
+        "connection reset after {} bytes",
+        received.len()
+    );
+    assert!(text.starts_with(GREETING), "{text:.80}");
+    assert!(
+        text.ends_with("\nBye Bye!\n"),
+        "ends with {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    assert_eq!(text.matches(&"x".repeat(63)).count(), ECHOED);
+}
+
+/// `text` as `count` lines.
+fn lines(text: &str, count: usize) -> String {
+    format!("{text}\n").repeat(count)
 }

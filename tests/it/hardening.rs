@@ -242,6 +242,39 @@ impl Service for PanicsOnSecond {
 }
 
 #[test]
+fn a_client_that_quits_but_keeps_trickling_bytes_is_closed_anyway() {
+    // One place: it is given back only when the quitter's thread has ended.
+    let server = start_chat(Config {
+        max_clients: 1,
+        ..Config::localhost()
+    });
+    let (mut quitter, _) = LineClient::join(server.local_addr());
+    quitter.send("/quit");
+    quitter.expect_line("* bye!");
+    // Whatever the server reads after the goodbye must not keep the connection (and its
+    // thread and place) alive beyond the linger.
+    let writer = quitter.stream().try_clone().expect("clone");
+    let trickler = thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline && (&writer).write_all(b".").is_ok() {
+            thread::sleep(std::time::Duration::from_millis(50)); // the trickle's pace
+        }
+    });
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut next = LineClient::connect(server.local_addr());
+        if next
+            .next_line()
+            .is_some_and(|line| line.starts_with("* welcome, "))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the trickler kept its place");
+    }
+    trickler.join().expect("trickler");
+}
+
+#[test]
 fn a_panic_in_one_connection_thread_does_not_take_the_server_down() {
     let config = Config::localhost();
     let listener = tcpchat::server::bind(&config).expect("bind");
