@@ -239,7 +239,7 @@ impl Hub {
     fn join(&mut self, id: ConnectionId, stream: Arc<TcpStream>, peer: SocketAddr) {
         let nick = protocol::guest_nick(id);
         info!("{nick} joined from {peer}");
-        if !self.notices.is_empty() && !self.notices.joined {
+        if !self.notices.is_joins() {
             // Leaves that happened before this client came are not its business.
             self.flush_notices();
         }
@@ -334,11 +334,9 @@ impl Hub {
     /// A join or leave: batched for the room (see NoticeBatch), one line each in the
     /// transcript.
     fn announce(&mut self, kind: NoticeKind, id: ConnectionId, nick: String, room: RoomId) {
-        let text = match &kind {
-            NoticeKind::Joined => format!("* {nick} joined"),
-            NoticeKind::Left(reason) => format!("* {nick} left ({reason})"),
-        };
-        self.record(Some(room), &text);
+        if self.settings.transcript.is_some() {
+            self.record(Some(room), &kind.line(&nick));
+        }
         self.notices.add(kind, id, nick, room, &mut self.round);
     }
 
@@ -416,10 +414,8 @@ impl Hub {
             self.remove(id, LeaveReason::ConnectionClosed, None);
         }
         self.remove_slow_consumers();
-        if !self.notices.is_empty() || !self.delivery.slow.is_empty() {
-            // Leaves found while sending: announce them on the next wake-up's round.
-            self.flush_notices();
-        }
+        // Leaves found while sending go out with the next wake-up's round.
+        self.flush_notices();
     }
 
     fn remove_slow_consumers(&mut self) {

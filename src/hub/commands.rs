@@ -102,14 +102,8 @@ impl Hub {
                 info!("{nick} to every room: {text}");
                 self.broadcast(None, &["* notice from ", &nick, ": ", &text], None);
             }
-            Input::Message(text) => {
-                self.rooms.record(room, format!("[{nick}] {text}"));
-                self.broadcast(Some(room), &["[", &nick, "] ", &text], Some(id));
-            }
-            Input::Me(action) => {
-                self.rooms.record(room, format!("* {nick} {action}"));
-                self.broadcast(Some(room), &["* ", &nick, " ", &action], Some(id));
-            }
+            Input::Message(text) => self.say(id, room, &["[", &nick, "] ", &text]),
+            Input::Me(action) => self.say(id, room, &["* ", &nick, " ", &action]),
             Input::Nick(new_nick) => self.rename(id, &nick, new_nick),
             Input::Who => {
                 let mut nicks: Vec<&str> = self
@@ -146,17 +140,15 @@ impl Hub {
                     format!("* timestamps {}", if on { "on" } else { "off" }),
                 );
             }
-            Input::Private { to, text } => {
-                match self.nick_owners.get(&to.to_ascii_lowercase()).copied() {
-                    Some(target) => {
-                        let target_nick = self.clients[&target].nick.clone();
-                        self.flush_notices();
-                        self.queue(target, line(&format!("[{nick} -> you] {text}")));
-                        self.queue(id, line(&format!("[you -> {target_nick}] {text}")));
-                    }
-                    None => self.reply(id, format!("! no such nick: {to}")),
+            Input::Private { to, text } => match self.find_nick(&to) {
+                Some(target) => {
+                    let target_nick = self.clients[&target].nick.clone();
+                    self.flush_notices();
+                    self.queue(target, line(&format!("[{nick} -> you] {text}")));
+                    self.queue(id, line(&format!("[you -> {target_nick}] {text}")));
                 }
-            }
+                None => self.reply(id, format!("! no such nick: {to}")),
+            },
             Input::Help => {
                 self.flush_notices();
                 self.queue(id, Arc::new(protocol::HELP.as_bytes().to_vec()));
@@ -175,6 +167,13 @@ impl Hub {
             // The client thread turns /quit into Left; nothing to do if one slips through.
             Input::Quit(_) => {}
         }
+    }
+
+    /// A message or `/me` from `id`: to the others in the room, and into its history.
+    fn say(&mut self, id: ConnectionId, room: RoomId, parts: &[&str]) {
+        let text = parts.concat();
+        self.broadcast(Some(room), &[&text], Some(id));
+        self.rooms.record(room, text);
     }
 
     /// `/op PASSWORD`. A wrong password makes the client wait OP_RETRY_DELAY before it

@@ -13,25 +13,40 @@ pub(super) enum NoticeKind {
     Left(LeaveReason),
 }
 
+impl NoticeKind {
+    /// The notice for one client: `* ann joined`, `* ann left (quit)`.
+    pub(super) fn line(&self, nick: &str) -> String {
+        match self {
+            NoticeKind::Joined => format!("* {nick} joined"),
+            NoticeKind::Left(reason) => format!("* {nick} left ({reason})"),
+        }
+    }
+}
+
 /// Join or leave notices of one wake-up, sent as one line. When hundreds join at once,
 /// telling everyone about each of them would be quadratic: this keeps it one line each.
 #[derive(Default)]
 pub(super) struct NoticeBatch {
-    pub(super) joined: bool,
     room: RoomId,
     /// Up to three names shown, with the reason for leaves.
     shown: Vec<String>,
     total: usize,
+    /// The first notice of the batch, whose kind is the batch's kind.
     first: Option<(ConnectionId, NoticeKind, String)>,
 }
 
 impl NoticeBatch {
     pub(super) fn is_empty(&self) -> bool {
-        self.total == 0
+        self.first.is_none()
     }
 
-    /// Adds an arrival or departure; a change of kind sends what was collected first,
-    /// so joins and leaves are seen in the order they happened.
+    /// Whether the batch holds joins (false when it is empty or holds leaves).
+    pub(super) fn is_joins(&self) -> bool {
+        matches!(self.first, Some((_, NoticeKind::Joined, _)))
+    }
+
+    /// Adds an arrival or departure; a change of kind or room sends what was collected
+    /// first, so joins and leaves are seen in the order they happened.
     pub(super) fn add(
         &mut self,
         kind: NoticeKind,
@@ -40,11 +55,10 @@ impl NoticeBatch {
         room: RoomId,
         round: &mut Round,
     ) {
-        let joined = kind == NoticeKind::Joined;
-        if !self.is_empty() && (self.joined != joined || self.room != room) {
+        let joins = kind == NoticeKind::Joined;
+        if !self.is_empty() && (self.is_joins() != joins || self.room != room) {
             std::mem::take(self).send(round);
         }
-        self.joined = joined;
         self.room = room;
         if self.shown.len() < 3 {
             self.shown.push(match &kind {
@@ -52,30 +66,27 @@ impl NoticeBatch {
                 NoticeKind::Left(reason) => format!("{nick} ({reason})"),
             });
         }
-        if self.total == 0 {
+        self.total += 1;
+        if self.first.is_none() {
             self.first = Some((id, kind, nick));
         }
-        self.total += 1;
     }
 
     pub(super) fn send(self, round: &mut Round) {
         let Some((first_id, first_kind, first_nick)) = self.first else {
             return;
         };
-        let (text, except) = match (self.total, first_kind) {
-            (1, NoticeKind::Joined) => (format!("* {first_nick} joined"), Some(first_id)),
-            // A leaver that only moved to another room is still here: not for it.
-            (1, NoticeKind::Left(reason)) => {
-                (format!("* {first_nick} left ({reason})"), Some(first_id))
-            }
-            (total, _) => {
-                let verb = if self.joined { "joined" } else { "left" };
-                (
-                    format!("* {} {verb}", protocol::name_list(&self.shown, total)),
-                    None,
-                )
-            }
+        if self.total == 1 {
+            // Not for the client it is about: a leaver that only moved rooms is still here.
+            let text = first_kind.line(&first_nick);
+            round.push_line(&[&text], Some(first_id), Some(self.room));
+            return;
+        }
+        let verb = match first_kind {
+            NoticeKind::Joined => "joined",
+            NoticeKind::Left(_) => "left",
         };
-        round.push_line(&[&text], except, Some(self.room));
+        let names = protocol::name_list(&self.shown, self.total);
+        round.push_line(&["* ", &names, " ", verb], None, Some(self.room));
     }
 }
