@@ -40,14 +40,14 @@ impl LineDecoder {
             if self.discarding {
                 self.discarding = false;
             } else if self.unfinished.is_empty() {
-                self.emit(head, &mut on_item);
+                on_item(self.complete(head));
             } else if self.unfinished.len() + head.len() > self.max_line + 1 {
                 self.unfinished.clear();
                 on_item(Decoded::TooLong);
             } else {
                 let mut line = std::mem::take(&mut self.unfinished);
                 line.extend_from_slice(head);
-                self.emit(&line, &mut on_item);
+                on_item(self.complete(&line));
                 line.clear();
                 self.unfinished = line;
             }
@@ -70,12 +70,7 @@ impl LineDecoder {
         let discarding = std::mem::replace(&mut self.discarding, false);
         if !discarding && !self.unfinished.is_empty() {
             let line = std::mem::take(&mut self.unfinished);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
-            if line.len() > self.max_line {
-                on_item(Decoded::TooLong);
-            } else {
-                on_item(Decoded::Line(line));
-            }
+            on_item(self.complete(&line));
         }
     }
 
@@ -84,12 +79,13 @@ impl LineDecoder {
         self.unfinished.len()
     }
 
-    fn emit(&self, line: &[u8], on_item: &mut impl FnMut(Decoded<'_>)) {
+    /// A complete line (without its LF): its CR goes, and the limit applies.
+    fn complete<'a>(&self, line: &'a [u8]) -> Decoded<'a> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max_line {
-            on_item(Decoded::TooLong);
+            Decoded::TooLong
         } else {
-            on_item(Decoded::Line(line));
+            Decoded::Line(line)
         }
     }
 
