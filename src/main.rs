@@ -5,13 +5,21 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, warn};
 
 use tcpchat::{Config, DumpOptions, Mode, SendOptions, ShutdownHandle};
+
+/// The library's defaults: the command line shows and uses exactly these.
+static DEFAULTS: LazyLock<Config> = LazyLock::new(Config::default);
+
+/// A duration option as the command line takes it: whole seconds, 0 for none.
+fn whole_seconds(duration: Option<Duration>) -> u64 {
+    duration.map_or(0, |duration| duration.as_secs())
+}
 
 /// A TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`.
 #[derive(Parser)]
@@ -54,45 +62,45 @@ enum Command {
 #[derive(Args)]
 struct SharedOptions {
     /// Address to listen on (`::` for IPv6 and IPv4).
-    #[arg(long, global = true, default_value = "0.0.0.0")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.host.clone())]
     host: String,
     /// Port to listen on; 0 picks a free one.
-    #[arg(long, global = true, default_value_t = tcpchat::config::DEFAULT_PORT)]
+    #[arg(long, global = true, default_value_t = DEFAULTS.port)]
     port: u16,
     /// Most clients at once; one more is told `! server full`.
-    #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.max_clients, value_name = "N")]
     max_clients: usize,
     /// Disconnect a client that sends nothing for SECS seconds (0 = never).
-    #[arg(long, global = true, default_value_t = 0, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = whole_seconds(DEFAULTS.idle_timeout), value_name = "SECS")]
     idle_timeout: u64,
     /// TCP keepalive: probe a silent peer after SECS seconds (0 = off).
-    #[arg(long, global = true, default_value_t = 60, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = whole_seconds(DEFAULTS.keepalive), value_name = "SECS")]
     keepalive: u64,
     /// Turn Nagle's algorithm back on (by default TCP_NODELAY is set).
     #[arg(long, global = true)]
     nagle: bool,
     /// Longest line in bytes; a longer one is dropped with `! line too long`.
-    #[arg(long, global = true, default_value_t = 4096, value_name = "BYTES")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.max_line, value_name = "BYTES")]
     max_line: usize,
     /// Unsent output a client may have queued before it is disconnected as a slow consumer.
-    #[arg(long, global = true, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.max_pending, value_name = "BYTES")]
     max_pending: usize,
     /// Chat flood control: lines per second per client after its burst (0 = off).
     #[arg(
         long,
         global = true,
-        default_value_t = 10,
+        default_value_t = DEFAULTS.rate,
         value_name = "LINES_PER_SEC"
     )]
     rate: u32,
     /// Chat flood control: lines a client may send at once.
-    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.burst, value_name = "N")]
     burst: u32,
     /// Most connections from one IP address (0 = no limit).
-    #[arg(long, global = true, default_value_t = 0, value_name = "N")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.max_per_ip, value_name = "N")]
     max_per_ip: usize,
     /// Chat: messages each room shows to whoever joins it (0 = off).
-    #[arg(long, global = true, default_value_t = 20, value_name = "N")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.history, value_name = "N")]
     history: usize,
     /// Chat: the password for /op (operators can /kick, /mute, /unmute, /wall); without
     /// one nobody can become an operator.
@@ -111,7 +119,7 @@ struct SharedOptions {
     #[arg(long, global = true, value_name = "FILE")]
     transcript: Option<PathBuf>,
     /// After Ctrl-C, how long clients may go on before they are closed.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
+    #[arg(long, global = true, default_value_t = DEFAULTS.drain_timeout.as_secs(), value_name = "SECS")]
     drain_timeout: u64,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
     #[arg(long, global = true)]
