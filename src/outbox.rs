@@ -16,7 +16,7 @@ use std::time::Duration;
 use socket2::SockRef;
 
 use crate::rooms::RoomId;
-use crate::server::SEND_NOW;
+use crate::server::{SEND_NOW, poll};
 use crate::shutdown::ConnectionId;
 
 /// Ranges handed to one `writev` (the kernel takes up to 1024).
@@ -250,9 +250,7 @@ pub(crate) fn wait_until_writable(streams: &[&TcpStream], timeout: Duration) {
             revents: 0,
         })
         .collect();
-    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis.max(1)) };
+    poll(&mut fds, Some(timeout));
 }
 
 #[cfg(test)]

@@ -37,6 +37,21 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Flags for a send that must never block the caller or raise SIGPIPE.
 pub(crate) const SEND_NOW: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 
+/// poll(2): waits until one of `fds` is ready, for at most `timeout` (`None`: no limit;
+/// less than a millisecond counts as one). Returns how many are ready, 0 when the time ran
+/// out or a signal interrupted the wait.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> usize {
+    let millis = timeout.map_or(-1, |timeout| {
+        libc::c_int::try_from(timeout.as_millis())
+            .unwrap_or(libc::c_int::MAX)
+            .max(1)
+    });
+    let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is a valid slice of `count` pollfd structs for the whole call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+    usize::try_from(ready).unwrap_or(0)
+}
+
 /// One accepted connection, handed to a [`Service`] on the connection's own thread.
 pub struct Connection {
     /// Unique number of this connection.
@@ -87,24 +102,21 @@ impl Connection {
     /// reset from the peer); returns false then. Used by flood control, so that a client
     /// waiting for its next token is still closed at once on shutdown.
     pub fn pause(&self, duration: Duration) -> bool {
-        let mut fd = libc::pollfd {
+        let mut fd = [libc::pollfd {
             fd: self.stream.as_raw_fd(),
             // No events asked for: poll reports only POLLHUP (both directions shut down)
             // and POLLERR, never the data a flooder keeps sending.
             events: 0,
             revents: 0,
-        };
+        }];
         let deadline = Instant::now() + duration;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-            // SAFETY: `fd` is one valid pollfd struct for the whole call.
-            let ready = unsafe { libc::poll(&mut fd, 1, millis.max(1)) };
-            if ready > 0 {
+            if poll(&mut fd, Some(left)) > 0 {
                 return false;
             }
-            // 0: the time is up; below 0: interrupted by a signal, wait for the rest.
-            if ready == 0 || left.is_zero() {
+            // Time up, or interrupted by a signal: then wait for the rest.
+            if Instant::now() >= deadline {
                 return true;
             }
         }
@@ -337,15 +349,14 @@ fn wait_for_listener_or_stop(listener: &TcpListener, stop: &io::PipeReader) -> W
         },
     ];
     loop {
-        // SAFETY: `fds` is a valid array of two pollfd structs for the whole call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if ready > 0 && fds[1].revents != 0 {
-            return Wake::Stop;
+        if poll(&mut fds, None) > 0 {
+            return if fds[1].revents != 0 {
+                Wake::Stop
+            } else {
+                Wake::Incoming
+            };
         }
-        if ready > 0 {
-            return Wake::Incoming;
-        }
-        // EINTR: poll again.
+        // Interrupted by a signal: wait again.
     }
 }
 
