@@ -158,13 +158,30 @@ fn read_proc_number(path: &str) -> Option<usize> {
 }
 
 fn open_file_limit() -> Option<usize> {
+    let limit = open_file_rlimit()?;
+    Some(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// Lifts the soft limit on open files to the hard limit: each client is one descriptor,
+/// and the usual soft limit of 1024 would cap the server far below --max-clients.
+pub fn raise_open_file_limit() {
+    if let Some(mut limit) = open_file_rlimit()
+        && limit.rlim_cur < limit.rlim_max
+    {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct passed to it.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
+}
+
+fn open_file_rlimit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit only writes the struct passed to it.
     let result = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (result == 0).then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+    (result == 0).then_some(limit)
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
-    raise_open_file_limit();
+    tcpchat::limits::raise_open_file_limit();
     // The handler is installed before the server starts, so that every thread exists
     // once `listening on` is logged (scripts and tests count them from then on).
     let server_shutdown: Arc<OnceLock<ShutdownHandle>> = Arc::default();
@@ -243,21 +243,4 @@ fn init_logging(level: LevelFilter) {
         )
     });
     builder.init();
-}
-
-/// Lifts the soft limit on open files to the hard limit: each client is one descriptor,
-/// and the usual soft limit of 1024 would cap the server far below --max-clients.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
