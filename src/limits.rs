@@ -24,6 +24,7 @@ fn reserved(limit: usize) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Occupancy {
     total: usize,
+    /// Kept only when `--max-per-ip` is set.
     per_ip: HashMap<IpAddr, usize>,
 }
 
@@ -76,11 +77,13 @@ impl Places {
         if occupancy.total >= self.max_clients {
             return Err(Refusal::ServerFull);
         }
-        let from_ip = occupancy.per_ip.entry(ip).or_insert(0);
-        if self.max_per_ip > 0 && *from_ip >= self.max_per_ip {
-            return Err(Refusal::TooManyFromAddress);
+        if self.max_per_ip > 0 {
+            let from_ip = occupancy.per_ip.entry(ip).or_insert(0);
+            if *from_ip >= self.max_per_ip {
+                return Err(Refusal::TooManyFromAddress);
+            }
+            *from_ip += 1;
         }
-        *from_ip += 1;
         occupancy.total += 1;
         Ok(ConnectionSlot {
             id,
@@ -207,6 +210,21 @@ mod tests {
         );
         drop(first);
         assert!(places.take(6, a, control).is_ok());
+    }
+
+    #[test]
+    fn max_per_ip_zero_lets_one_address_fill_every_place() {
+        let places = Places::new(2, 0);
+        let (control, _finished) = crossbeam_channel::unbounded();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let first = places.take(1, a, control.clone()).expect("first");
+        let _second = places.take(2, a, control.clone()).expect("second");
+        assert_eq!(
+            places.take(3, a, control.clone()).err(),
+            Some(Refusal::ServerFull)
+        );
+        drop(first);
+        assert!(places.take(4, a, control).is_ok());
     }
 
     #[test]
