@@ -12,6 +12,7 @@ use crate::protocol::{self, Decoded, Input, LineDecoder};
 use crate::rate::TokenBucket;
 use crate::server::{Connection, Received};
 use crate::shutdown::ConnectionId;
+use crate::telnet::{Terminal, TerminalUpdate};
 
 /// Bytes read per system call. Small on purpose: the buffer lives on the thread's stack
 /// for as long as the client is connected, and at 1 KiB an idle client's stack stays at
@@ -39,17 +40,22 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
         reason: LeaveReason::ConnectionClosed,
     };
     let mut decoder = LineDecoder::new(limits.max_line);
+    let mut terminal = Terminal::default();
     let mut flood_control = TokenBucket::new(limits.rate, limits.burst, Instant::now());
     let mut chunk = [0u8; READ_CHUNK];
+    let mut telnet_free = Vec::new();
     loop {
         let mut inputs = Vec::new();
+        let mut terminal_update = None;
         let ended = match connection.receive(&mut chunk) {
             Received::Data(bytes) => {
-                decoder.feed(bytes, |item| collect_input(item, &mut inputs));
+                let data = terminal.data(bytes, &mut telnet_free);
+                decoder.feed(data, |item| collect_input(item, &mut inputs, &mut terminal));
+                terminal_update = terminal.end_of_read(decoder.unfinished_line());
                 false
             }
             Received::Closed => {
-                decoder.finish(|item| collect_input(item, &mut inputs));
+                decoder.finish(|item| collect_input(item, &mut inputs, &mut terminal));
                 true
             }
             Received::IdleTimeout => {
@@ -67,7 +73,13 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
             }
         };
         let quit = take_quit(&mut inputs);
-        if !forward(&connection, hub, inputs, &mut flood_control) {
+        if !forward(
+            &connection,
+            hub,
+            terminal_update,
+            inputs,
+            &mut flood_control,
+        ) {
             return;
         }
         if let Some(reason) = quit {
@@ -90,18 +102,30 @@ pub(crate) struct ClientLimits {
     pub burst: u32,
 }
 
-/// Hands the inputs of one read to the hub, in as few events as flood control allows.
+/// Hands the inputs of one read to the hub, in as few events as flood control allows,
+/// the telnet answers and echo with the first (they cost no token: they are not lines).
 /// Waiting for a token keeps this thread from reading, which is what slows a flooder down.
 /// Returns false if the connection was closed meanwhile or the hub is gone.
 fn forward(
     connection: &Connection,
     hub: &Sender<Event>,
+    mut terminal: Option<Box<TerminalUpdate>>,
     inputs: Vec<Input>,
     flood_control: &mut Option<TokenBucket>,
 ) -> bool {
     let id = connection.id;
-    let send =
-        |inputs: Vec<Input>| inputs.is_empty() || hub.send(Event::Inputs { id, inputs }).is_ok();
+    let mut send = |inputs: Vec<Input>| {
+        if inputs.is_empty() && terminal.is_none() {
+            return true;
+        }
+        let terminal = terminal.take();
+        hub.send(Event::Inputs {
+            id,
+            terminal,
+            inputs,
+        })
+        .is_ok()
+    };
     let Some(bucket) = flood_control else {
         return send(inputs);
     };
@@ -117,9 +141,13 @@ fn forward(
     send(batch)
 }
 
-fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>) {
+fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>, terminal: &mut Terminal) {
     let input = match item {
-        Decoded::Line(raw) => protocol::parse_line(protocol::sanitize(raw)),
+        Decoded::Line(raw) => {
+            let text = protocol::sanitize(raw);
+            terminal.line_entered(&text);
+            protocol::parse_line(text)
+        }
         Decoded::TooLong => Some(Input::TooLong),
     };
     inputs.extend(input);

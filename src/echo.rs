@@ -27,8 +27,9 @@ impl Echo {
     }
 }
 
-/// "quit", ignoring case and surrounding blanks.
+/// "quit", ignoring case and surrounding blanks, with any line ending (CR NUL included).
 fn is_quit(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\0").unwrap_or(line);
     line.trim_ascii().eq_ignore_ascii_case(b"quit")
 }
 
@@ -48,7 +49,8 @@ fn echo_until_done(connection: &Connection, max_line: usize) -> String {
     if let Err(error) = writer.write_all(GREETING) {
         return describe(&error);
     }
-    let mut splitter = LineSplitter::new(max_line);
+    // A character-mode telnet ends `quit` with CR NUL, a raw terminal with a bare CR.
+    let mut splitter = LineSplitter::new(max_line).ending_at_cr();
     let mut chunk = [0u8; 4096];
     loop {
         let mut reply = Vec::new();
@@ -103,6 +105,8 @@ mod tests {
     fn quit_ignores_case_and_blanks() {
         assert!(is_quit(b"quit\n"));
         assert!(is_quit(b"  QuIt \r\n"));
+        assert!(is_quit(b"quit\r"));
+        assert!(is_quit(b"quit\r\0"));
         assert!(!is_quit(b"quit now\n"));
         assert!(!is_quit(b"qu it\n"));
     }

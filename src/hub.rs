@@ -21,6 +21,7 @@ use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable
 use crate::protocol::{self, Input};
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
+use crate::telnet::TerminalUpdate;
 
 mod commands;
 mod notices;
@@ -49,6 +50,8 @@ pub(crate) enum Event {
     /// Everything one read from a client produced, in order.
     Inputs {
         id: ConnectionId,
+        /// For a telnet client: what to write before handling the inputs.
+        terminal: Option<Box<TerminalUpdate>>,
         inputs: Vec<Input>,
     },
     /// The client's thread ended; sent exactly once per client.
@@ -210,7 +213,14 @@ impl Hub {
     fn handle(&mut self, event: Event) -> bool {
         match event {
             Event::Joined { id, stream, peer } => self.join(id, stream, peer),
-            Event::Inputs { id, inputs } => {
+            Event::Inputs {
+                id,
+                terminal,
+                inputs,
+            } => {
+                if let Some(update) = terminal {
+                    self.update_terminal(id, *update);
+                }
                 for input in inputs {
                     self.handle_input(id, input);
                 }
@@ -297,7 +307,7 @@ impl Hub {
         };
         self.nick_owners.remove(&client.nick.to_ascii_lowercase());
         if let Some(farewell) = farewell {
-            client.outbox.push(Chunk::whole(line(farewell)));
+            client.outbox.push_last(Chunk::whole(line(farewell)));
         }
         if reason != LeaveReason::SlowConsumer {
             let _ = client.outbox.send_available(&client.stream);
@@ -362,11 +372,25 @@ impl Hub {
         }
     }
 
-    /// Queues bytes for one client, after everything broadcast before them.
+    /// Queues lines for one client, after everything broadcast before them.
     fn queue(&mut self, id: ConnectionId, bytes: SharedBytes) {
         self.commit_round();
         if let Some(client) = self.clients.get_mut(&id) {
-            push_to(client, id, &mut self.delivery, Chunk::whole(bytes));
+            let chunk = client.outbox.encode(Chunk::whole(bytes));
+            push_to(client, id, &mut self.delivery, chunk);
+        }
+        self.remove_slow_consumers();
+    }
+
+    /// Writes a telnet client's negotiation answers and echo, after everything broadcast
+    /// before them; from now on its lines end in CR LF.
+    fn update_terminal(&mut self, id: ConnectionId, update: TerminalUpdate) {
+        self.commit_round();
+        if let Some(client) = self.clients.get_mut(&id)
+            && !client.outbox.overflowed
+        {
+            client.outbox.push_terminal_update(update);
+            check_pending(client, id, &mut self.delivery);
         }
         self.remove_slow_consumers();
     }
@@ -382,7 +406,8 @@ impl Hub {
         };
         for (&id, client) in self.clients.iter_mut() {
             let room = client.room;
-            sealed.chunks_for(id, room, |chunk| {
+            let ending = client.outbox.line_ending();
+            sealed.chunks_for(id, room, ending, |chunk| {
                 push_to(client, id, &mut self.delivery, chunk)
             });
         }
@@ -431,7 +456,7 @@ impl Hub {
         self.commit_round();
         let goodbye = line("* server closed, bye!");
         for client in self.clients.values_mut() {
-            client.outbox.push(Chunk::whole(Arc::clone(&goodbye)));
+            client.outbox.push_last(Chunk::whole(Arc::clone(&goodbye)));
         }
         let deadline = Instant::now() + FINAL_FLUSH_TIMEOUT;
         loop {
@@ -478,6 +503,11 @@ fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, chunk
         chunk
     };
     client.outbox.push(chunk);
+    check_pending(client, id, delivery);
+}
+
+/// After queueing for `client`: marks it for sending, or for removal as a slow consumer.
+fn check_pending(client: &mut Client, id: ConnectionId, delivery: &mut Delivery) {
     if client.outbox.queued() > delivery.max_pending {
         // Before calling it slow, let the kernel take what it can: a burst larger than
         // max_pending within one wake-up is not the client's fault.

@@ -31,6 +31,7 @@ mod rooms;
 pub mod send;
 pub mod server;
 pub mod shutdown;
+mod telnet;
 
 use std::sync::Arc;
 

@@ -5,7 +5,12 @@
 //! sealed, every client's [`Outbox`] gets ranges of that one shared buffer, skipping the
 //! lines it sent itself: a client that sent nothing gets the whole round as one range,
 //! so the cost per recipient is one range and one `writev`, not one entry per line.
+//!
+//! Telnet clients get lines ending in CR LF: a sealed round makes that rendering once, when
+//! its first telnet recipient asks, and shares it the same way. Their outbox also keeps
+//! the line being typed below incoming lines (telnet/screen.rs).
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::TcpStream;
@@ -18,6 +23,7 @@ use socket2::SockRef;
 use crate::rooms::RoomId;
 use crate::server::{SEND_NOW, poll};
 use crate::shutdown::ConnectionId;
+use crate::telnet::{Screen, TerminalUpdate};
 
 /// Ranges handed to one `writev` (the kernel takes up to 1024).
 const MAX_SLICES_PER_SEND: usize = 64;
@@ -47,6 +53,11 @@ impl Chunk {
         self.end - self.start
     }
 
+    /// The same lines ending in CR LF instead of LF (a copy).
+    fn with_crlf(&self) -> Chunk {
+        Chunk::whole(Arc::new(crlf_copy(&self.bytes[self.start..self.end])))
+    }
+
     /// A copy with `prefix` before each line (for a client that asked for timestamps).
     pub(crate) fn with_line_prefix(&self, prefix: &str) -> Chunk {
         let lines = &self.bytes[self.start..self.end];
@@ -57,6 +68,30 @@ impl Chunk {
         }
         Chunk::whole(Arc::new(bytes))
     }
+}
+
+/// `lines` with each LF turned into CR LF.
+fn crlf_copy(lines: &[u8]) -> Vec<u8> {
+    let mut copy = Vec::with_capacity(lines.len() + lines.len() / 16 + 2);
+    for line in lines.split_inclusive(|&byte| byte == b'\n') {
+        match line.strip_suffix(b"\n") {
+            Some(text) => {
+                copy.extend_from_slice(text);
+                copy.extend_from_slice(b"\r\n");
+            }
+            None => copy.extend_from_slice(line),
+        }
+    }
+    copy
+}
+
+/// How a client's lines end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineEnding {
+    /// LF, as nc users and scripts expect.
+    Lf,
+    /// CR LF, the telnet newline (RFC 854).
+    CrLf,
 }
 
 /// A line of text as shared bytes, with its newline.
@@ -75,10 +110,68 @@ pub(crate) struct Outbox {
     queued: usize,
     /// Passed `--max-pending`: the client is to be disconnected as a slow consumer.
     pub(crate) overflowed: bool,
+    /// A telnet client's screen; `None` for everyone else (no CR, nothing redrawn).
+    screen: Option<Box<Screen>>,
 }
 
 impl Outbox {
+    /// How this client's lines must end: chunks given to [`Outbox::push`] end so.
+    pub(crate) fn line_ending(&self) -> LineEnding {
+        match self.screen {
+            Some(_) => LineEnding::CrLf,
+            None => LineEnding::Lf,
+        }
+    }
+
+    /// `chunk` (lines ending in LF) as this client's lines must end.
+    pub(crate) fn encode(&self, chunk: Chunk) -> Chunk {
+        match self.line_ending() {
+            LineEnding::Lf => chunk,
+            LineEnding::CrLf => chunk.with_crlf(),
+        }
+    }
+
+    /// Queues lines, already in this client's line ending; a line being typed is cleared
+    /// first and drawn again before the next send.
     pub(crate) fn push(&mut self, chunk: Chunk) {
+        if chunk.len() == 0 {
+            return;
+        }
+        if let Some(clear) = self
+            .screen
+            .as_mut()
+            .and_then(|screen| screen.clear_for_lines())
+        {
+            self.push_bytes(Chunk::whole(clear));
+        }
+        self.push_bytes(chunk);
+    }
+
+    /// Queues lines that are the last this client will see: its input line is not drawn
+    /// again after them.
+    pub(crate) fn push_last(&mut self, chunk: Chunk) {
+        let chunk = self.encode(chunk);
+        self.push(chunk);
+        if let Some(screen) = &mut self.screen {
+            screen.stop_redrawing();
+        }
+    }
+
+    /// Queues what the client's thread asked for (negotiation answers, echo); the client
+    /// is a telnet client from now on.
+    pub(crate) fn push_terminal_update(&mut self, update: TerminalUpdate) {
+        let screen = self.screen.get_or_insert_with(Box::default);
+        if let Some(input_line) = screen.redraw() {
+            // The echo continues the line as the client last saw it.
+            self.push_bytes(Chunk::whole(input_line));
+        }
+        self.push_bytes(Chunk::whole(Arc::new(update.bytes)));
+        if let Some(screen) = &mut self.screen {
+            screen.set_input_line(update.input_line);
+        }
+    }
+
+    fn push_bytes(&mut self, chunk: Chunk) {
         if chunk.len() == 0 {
             return;
         }
@@ -101,6 +194,9 @@ impl Outbox {
 
     /// Sends what the kernel takes right now, without blocking.
     pub(crate) fn send_available(&mut self, stream: &TcpStream) -> io::Result<()> {
+        if let Some(input_line) = self.screen.as_mut().and_then(|screen| screen.redraw()) {
+            self.push_bytes(Chunk::whole(input_line));
+        }
         let socket = SockRef::from(stream);
         while !self.chunks.is_empty() {
             let result = {
@@ -190,47 +286,82 @@ impl Round {
         }
         let capacity = self.bytes.capacity();
         let bytes = std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity.min(1 << 16)));
+        let segments = std::mem::take(&mut self.segments);
         Some(SealedRound {
-            bytes: Arc::new(bytes),
-            segments: std::mem::take(&mut self.segments),
+            lf: Rendering {
+                segment_ends: segments.iter().map(|segment| segment.end).collect(),
+                bytes: Arc::new(bytes),
+            },
+            crlf: OnceCell::new(),
+            segments,
         })
     }
 }
 
 /// A finished round, shared by all recipients.
 pub(crate) struct SealedRound {
-    bytes: SharedBytes,
     segments: Vec<Segment>,
+    lf: Rendering,
+    /// Made for the first telnet recipient, if there is one.
+    crlf: OnceCell<Rendering>,
+}
+
+/// The round's lines with one line ending, and where each segment ends in them.
+struct Rendering {
+    bytes: SharedBytes,
+    segment_ends: Vec<usize>,
 }
 
 impl SealedRound {
     /// The ranges `recipient`, in `room`, gets: its room's lines and everyone's, but not
-    /// its own; adjacent ranges merged.
+    /// its own; adjacent ranges merged; lines ending in `ending`.
     pub(crate) fn chunks_for(
         &self,
         recipient: ConnectionId,
         room: RoomId,
+        ending: LineEnding,
         mut take: impl FnMut(Chunk),
     ) {
+        let rendering = match ending {
+            LineEnding::Lf => &self.lf,
+            LineEnding::CrLf => self.crlf.get_or_init(|| self.render_crlf()),
+        };
         let mut run_start = None;
         let mut start = 0;
-        for segment in &self.segments {
+        for (segment, &end) in self.segments.iter().zip(&rendering.segment_ends) {
             let wanted = segment.is_for(recipient, room);
             match (wanted, run_start) {
                 (true, None) => run_start = Some(start),
                 (false, Some(from)) => {
-                    take(self.chunk(from, start));
+                    take(rendering.chunk(from, start));
                     run_start = None;
                 }
                 _ => {}
             }
-            start = segment.end;
+            start = end;
         }
         if let Some(from) = run_start {
-            take(self.chunk(from, start));
+            take(rendering.chunk(from, start));
         }
     }
 
+    fn render_crlf(&self) -> Rendering {
+        let mut bytes = Vec::with_capacity(self.lf.bytes.len() * 2);
+        let mut segment_ends = Vec::with_capacity(self.segments.len());
+        let mut start = 0;
+        for &end in &self.lf.segment_ends {
+            bytes.extend_from_slice(&crlf_copy(&self.lf.bytes[start..end]));
+            segment_ends.push(bytes.len());
+            start = end;
+        }
+        Rendering {
+            bytes: Arc::new(bytes),
+            segment_ends,
+        }
+    }
+}
+
+impl Rendering {
     fn chunk(&self, start: usize, end: usize) -> Chunk {
         Chunk {
             bytes: Arc::clone(&self.bytes),
@@ -260,7 +391,7 @@ mod tests {
     fn ranges_for(round: &SealedRound, id: ConnectionId) -> Vec<String> {
         let mut out = Vec::new();
         let room = if id == 4 { 1 } else { 0 };
-        round.chunks_for(id, room, |chunk| {
+        round.chunks_for(id, room, LineEnding::Lf, |chunk| {
             out.push(String::from_utf8_lossy(&chunk.bytes[chunk.start..chunk.end]).into_owned())
         });
         out
@@ -287,5 +418,23 @@ mod tests {
         // Client 4 is in room 1: only what is for every room reaches it.
         assert_eq!(ranges_for(&sealed, 4), vec!["* notice\n"]);
         assert!(round.seal().is_none());
+    }
+
+    #[test]
+    fn telnet_recipients_share_one_crlf_rendering_of_the_round() {
+        let mut round = Round::default();
+        round.push_line(&["[a] one"], Some(1), Some(0));
+        round.push_line(&["[b] two"], Some(2), Some(0));
+        let sealed = round.seal().expect("lines");
+        let mut seen = Vec::new();
+        for id in [1, 3] {
+            sealed.chunks_for(id, 0, LineEnding::CrLf, |chunk| seen.push(chunk));
+        }
+        let text = |chunk: &Chunk| {
+            String::from_utf8_lossy(&chunk.bytes[chunk.start..chunk.end]).into_owned()
+        };
+        assert_eq!(text(&seen[0]), "[b] two\r\n");
+        assert_eq!(text(&seen[1]), "[a] one\r\n[b] two\r\n");
+        assert!(Arc::ptr_eq(&seen[0].bytes, &seen[1].bytes));
     }
 }

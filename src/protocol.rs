@@ -2,23 +2,62 @@
 //! making a line safe to show on other people's terminals, parsing commands, and the text
 //! of every line the server sends.
 
-/// Splits a byte stream into lines ending in LF or CRLF, holding at most `max_line + 1`
-/// bytes of an unfinished line however much a client sends without a newline.
+/// Splits a chat client's byte stream into lines and applies its editing keys, holding at
+/// most `max_line` bytes of an unfinished line however much a client sends without ending
+/// one.
+///
+/// Every terminal ends a line its own way, and each of these ends exactly one line, at
+/// once: LF (nc), CR LF (line-mode telnet), a bare CR (`stty raw` terminals) and CR NUL
+/// (character-mode telnet, RFC 854). An LF or NUL right after a CR, even in the next read,
+/// belongs to that CR's line end. Terminals that send keys as typed (Windows telnet,
+/// character mode) send their editing keys too, so they are applied here, before a line is
+/// used: Backspace (BS or DEL) erases the character before it (a whole UTF-8 character),
+/// Ctrl-U the line so far, Ctrl-W the word before the cursor. Cursor keys (`ESC [ ...`,
+/// `ESC O x`) are dropped as they arrive, since a line has no cursor to move.
 #[derive(Debug)]
 pub struct LineDecoder {
     max_line: usize,
     unfinished: Vec<u8>,
     /// The current line already passed `max_line`: skip to its end.
     discarding: bool,
+    /// The last byte ended a line with CR: a LF or NUL next is part of that line end.
+    after_cr: bool,
+    escape: Escape,
+}
+
+/// Where the decoder is in a terminal's escape sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    /// After ESC (which is kept in the line until the next byte shows what follows).
+    Started,
+    /// In `ESC [` parameters, up to the final byte.
+    ControlSequence,
+    /// After `ESC O`: one more byte (F1 to F4 and cursor keys in application mode).
+    SingleShift,
 }
 
 /// One item out of the decoder.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
-    /// A complete line without its line ending.
+    /// A complete line, edited, without its line ending.
     Line(&'a [u8]),
     /// A line longer than the limit; its bytes were dropped.
     TooLong,
+}
+
+const BACKSPACE: u8 = 0x08;
+const DELETE: u8 = 0x7f;
+const ERASE_LINE: u8 = 0x15; // Ctrl-U
+const ERASE_WORD: u8 = 0x17; // Ctrl-W
+const ESCAPE: u8 = 0x1b;
+
+/// Bytes the decoder acts on; everything else is text (sanitised later).
+fn is_special(byte: u8) -> bool {
+    matches!(
+        byte,
+        b'\n' | b'\r' | BACKSPACE | DELETE | ERASE_LINE | ERASE_WORD | ESCAPE
+    )
 }
 
 impl LineDecoder {
@@ -28,60 +67,171 @@ impl LineDecoder {
             max_line,
             unfinished: Vec::new(),
             discarding: false,
+            after_cr: false,
+            escape: Escape::None,
         }
     }
 
     /// Feeds bytes as they were read, calling `on_item` for each line completed by them.
     /// An over-long line is reported once, as soon as it passes the limit.
     pub fn feed(&mut self, mut bytes: &[u8], mut on_item: impl FnMut(Decoded<'_>)) {
-        while let Some(end) = bytes.iter().position(|&byte| byte == b'\n') {
-            let head = &bytes[..end];
-            bytes = &bytes[end + 1..];
-            if self.discarding {
-                self.discarding = false;
-            } else if self.unfinished.is_empty() {
-                on_item(self.complete(head));
-            } else if self.unfinished.len() + head.len() > self.max_line + 1 {
-                self.unfinished.clear();
-                on_item(Decoded::TooLong);
-            } else {
-                let mut line = std::mem::take(&mut self.unfinished);
-                line.extend_from_slice(head);
-                on_item(self.complete(&line));
-                line.clear();
-                self.unfinished = line;
+        loop {
+            if self.after_cr
+                && let Some((&first, rest)) = bytes.split_first()
+            {
+                self.after_cr = false;
+                if first == b'\n' || first == 0 {
+                    bytes = rest;
+                }
+            }
+            while self.escape != Escape::None
+                && let Some((&byte, rest)) = bytes.split_first()
+            {
+                if !self.continue_escape(byte) {
+                    break;
+                }
+                bytes = rest;
+            }
+            let text_end = bytes
+                .iter()
+                .position(|&byte| is_special(byte))
+                .unwrap_or(bytes.len());
+            let (text, rest) = bytes.split_at(text_end);
+            let Some((&special, rest)) = rest.split_first() else {
+                self.push_text(text, &mut on_item);
+                return;
+            };
+            bytes = rest;
+            match special {
+                b'\n' | b'\r' => {
+                    self.after_cr = special == b'\r';
+                    if self.unfinished.is_empty() && !self.discarding {
+                        // The whole line came in this read: no copy.
+                        on_item(self.complete(text));
+                    } else {
+                        self.push_text(text, &mut on_item);
+                        self.end_line(&mut on_item);
+                    }
+                }
+                ESCAPE => {
+                    // Kept until the next byte tells a key (dropped) from anything else
+                    // (left for sanitising, which removes the whole sequence).
+                    self.push_text(text, &mut on_item);
+                    self.push_text(&[ESCAPE], &mut on_item);
+                    if !self.discarding {
+                        self.escape = Escape::Started;
+                    }
+                }
+                _ => {
+                    self.push_text(text, &mut on_item);
+                    self.edit(special);
+                }
             }
         }
-        if self.discarding || bytes.is_empty() {
-            return;
-        }
-        // One byte of slack for the CR of a CRLF line that is exactly max_line long.
-        if self.unfinished.len() + bytes.len() > self.max_line + 1 {
-            self.release_unfinished();
-            self.discarding = true;
-            on_item(Decoded::TooLong);
-        } else {
-            self.unfinished.extend_from_slice(bytes);
+    }
+
+    /// The end of the stream: a last line without a line ending still counts.
+    pub fn finish(&mut self, mut on_item: impl FnMut(Decoded<'_>)) {
+        self.escape = Escape::None;
+        if self.discarding || !self.unfinished.is_empty() {
+            self.end_line(&mut on_item);
         }
     }
 
-    /// The end of the stream: a last line without a newline still counts.
-    pub fn finish(&mut self, on_item: impl FnOnce(Decoded<'_>)) {
-        let discarding = std::mem::replace(&mut self.discarding, false);
-        if !discarding && !self.unfinished.is_empty() {
-            let line = std::mem::take(&mut self.unfinished);
-            on_item(self.complete(&line));
-        }
-    }
-
-    /// Bytes held for an unfinished line (never more than `max_line + 1`).
+    /// Bytes held for an unfinished line (never more than `max_line`).
     pub fn buffered(&self) -> usize {
         self.unfinished.len()
     }
 
-    /// A complete line (without its LF): its CR goes, and the limit applies.
+    /// The line typed so far, edited (empty while an over-long line is being skipped).
+    pub fn unfinished_line(&self) -> &[u8] {
+        &self.unfinished
+    }
+
+    fn push_text(&mut self, text: &[u8], on_item: &mut impl FnMut(Decoded<'_>)) {
+        if self.discarding || text.is_empty() {
+            return;
+        }
+        if self.unfinished.len() + text.len() > self.max_line {
+            self.release_unfinished();
+            self.discarding = true;
+            on_item(Decoded::TooLong);
+        } else {
+            self.unfinished.extend_from_slice(text);
+        }
+    }
+
+    fn end_line(&mut self, on_item: &mut impl FnMut(Decoded<'_>)) {
+        if std::mem::replace(&mut self.discarding, false) {
+            return; // already reported when it passed the limit
+        }
+        let line = std::mem::take(&mut self.unfinished);
+        on_item(self.complete(&line));
+        self.unfinished = line;
+        self.unfinished.clear();
+    }
+
+    /// Applies an editing key.
+    fn edit(&mut self, key: u8) {
+        if self.discarding {
+            return;
+        }
+        match key {
+            BACKSPACE | DELETE => {
+                // A UTF-8 character is its lead byte and the continuation bytes after it.
+                while let Some(byte) = self.unfinished.pop() {
+                    if byte & 0b1100_0000 != 0b1000_0000 {
+                        break;
+                    }
+                }
+            }
+            ERASE_LINE => self.unfinished.clear(),
+            ERASE_WORD => {
+                let is_blank = |byte: &u8| matches!(byte, b' ' | b'\t');
+                let without_blanks = self.unfinished.len()
+                    - self
+                        .unfinished
+                        .iter()
+                        .rev()
+                        .take_while(|b| is_blank(b))
+                        .count();
+                self.unfinished.truncate(without_blanks);
+                let word = self
+                    .unfinished
+                    .iter()
+                    .rev()
+                    .take_while(|b| !is_blank(b))
+                    .count();
+                self.unfinished.truncate(without_blanks - word);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes `byte` as part of the escape sequence under way, if it is; returns false for
+    /// a byte that is not (the sequence is over and the byte is read as usual).
+    fn continue_escape(&mut self, byte: u8) -> bool {
+        let (next, taken) = match (self.escape, byte) {
+            (Escape::Started, b'[') => (Escape::ControlSequence, true),
+            (Escape::Started, b'O') => (Escape::SingleShift, true),
+            (Escape::Started, _) => (Escape::None, false),
+            // Parameter and intermediate bytes, then one final byte.
+            (Escape::ControlSequence, 0x20..=0x3f) => (Escape::ControlSequence, true),
+            (Escape::ControlSequence, 0x40..=0x7e) | (Escape::SingleShift, 0x20..=0x7e) => {
+                (Escape::None, true)
+            }
+            (Escape::ControlSequence | Escape::SingleShift, _) => (Escape::None, false),
+            (Escape::None, _) => (Escape::None, false),
+        };
+        if self.escape == Escape::Started && taken {
+            self.unfinished.pop(); // the ESC of a key
+        }
+        self.escape = next;
+        taken
+    }
+
+    /// A complete line: the limit applies.
     fn complete<'a>(&self, line: &'a [u8]) -> Decoded<'a> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > self.max_line {
             Decoded::TooLong
         } else {
@@ -101,6 +251,8 @@ impl LineDecoder {
 #[derive(Debug)]
 pub struct LineSplitter {
     max_line: usize,
+    /// A CR ends a line too (with the LF or NUL right after it, if in the same read).
+    ends_at_cr: bool,
     unfinished: Vec<u8>,
     /// Part of the current line already came out as a piece.
     continuing: bool,
@@ -129,16 +281,35 @@ impl LineSplitter {
     pub fn new(max_line: usize) -> Self {
         LineSplitter {
             max_line,
+            ends_at_cr: false,
             unfinished: Vec::new(),
             continuing: false,
         }
     }
 
+    /// Also ends lines at a bare CR or CR NUL, as character-mode terminals send them
+    /// (CR LF stays one line end when it arrives in one read). Every byte still comes out.
+    pub fn ending_at_cr(self) -> Self {
+        LineSplitter {
+            ends_at_cr: true,
+            ..self
+        }
+    }
+
+    /// Where the first line in `bytes` ends (just past its line ending), if it does.
+    fn line_end(&self, bytes: &[u8]) -> Option<usize> {
+        let end = bytes
+            .iter()
+            .position(|&byte| byte == b'\n' || (self.ends_at_cr && byte == b'\r'))?;
+        let after_cr = bytes[end] == b'\r' && matches!(bytes.get(end + 1), Some(b'\n' | 0));
+        Some(end + 1 + usize::from(after_cr))
+    }
+
     /// Feeds bytes as they were read; calls `on_piece` for each whole line and for each
     /// piece of an over-long one.
     pub fn feed(&mut self, mut bytes: &[u8], mut on_piece: impl FnMut(Piece<'_>)) {
-        while let Some(end) = bytes.iter().position(|&byte| byte == b'\n') {
-            let (head, tail) = bytes.split_at(end + 1);
+        while let Some(end) = self.line_end(bytes) {
+            let (head, tail) = bytes.split_at(end);
             bytes = tail;
             let starts_line = !self.continuing;
             self.continuing = false;
@@ -188,14 +359,9 @@ impl LineSplitter {
     }
 }
 
-const TELNET_IAC: u8 = 255;
-const TELNET_SB: u8 = 250;
-const TELNET_SE: u8 = 240;
-const TELNET_WILL: u8 = 251;
-const TELNET_DONT: u8 = 254;
-
-/// Makes a received line safe to print on anyone's terminal: telnet negotiation, ANSI
-/// escape sequences and other control characters are removed, a tab becomes a space,
+/// Makes a received line safe to print on anyone's terminal: ANSI escape sequences and
+/// other control characters are removed (telnet commands were taken out of the stream
+/// before it was split into lines), a tab becomes a space,
 /// bidirectional overrides (which can make text read backwards) are removed, and invalid
 /// UTF-8 becomes U+FFFD.
 pub fn sanitize(raw: &[u8]) -> String {
@@ -205,8 +371,7 @@ pub fn sanitize(raw: &[u8]) -> String {
     {
         return text.to_owned();
     }
-    let without_telnet = strip_telnet(raw);
-    let text = String::from_utf8_lossy(&without_telnet);
+    let text = String::from_utf8_lossy(raw);
     let mut clean = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -220,38 +385,6 @@ pub fn sanitize(raw: &[u8]) -> String {
         }
     }
     clean
-}
-
-fn strip_telnet(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !raw.contains(&TELNET_IAC) {
-        return std::borrow::Cow::Borrowed(raw);
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] != TELNET_IAC {
-            out.push(raw[i]);
-            i += 1;
-            continue;
-        }
-        match raw.get(i + 1) {
-            Some(&TELNET_SB) => {
-                // Subnegotiation runs to IAC SE.
-                let end = raw[i + 2..]
-                    .windows(2)
-                    .position(|pair| pair == [TELNET_IAC, TELNET_SE]);
-                i = match end {
-                    Some(offset) => i + 2 + offset + 2,
-                    None => raw.len(),
-                };
-            }
-            Some(&command) if (TELNET_WILL..=TELNET_DONT).contains(&command) => i += 3,
-            // IAC IAC is a literal 255, never valid UTF-8: dropped with the rest.
-            Some(_) => i += 2,
-            None => i += 1,
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 fn skip_escape_sequence(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
@@ -553,7 +686,6 @@ mod tests {
         assert_eq!(sanitize(b"\x1b[31mred\x1b[0m"), "red");
         assert_eq!(sanitize(b"a\tb\x07c\x7f"), "a bc");
         assert_eq!(sanitize(b"\x1b]0;title\x07x"), "x");
-        assert_eq!(sanitize(b"\xff\xfb\x01hi\xff\xfa\x18\x00\xff\xf0!"), "hi!");
         assert_eq!(sanitize(b"caf\xe9"), "caf\u{fffd}");
         assert_eq!(sanitize("\u{202e}abc".as_bytes()), "abc");
         assert_eq!(sanitize("\u{9b}2Jok".as_bytes()), "ok");

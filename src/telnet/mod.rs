@@ -1,0 +1,76 @@
+//! Telnet as a transport: what a telnet client needs beyond lines, read in this order.
+//!
+//! - `negotiation.rs`, on the client's thread: takes telnet commands (IAC ...) out of the
+//!   byte stream before it is split into lines, and answers option requests by the Q method
+//!   of RFC 1143. A client that never sends IAC (nc, socat, scripts) never gets one back.
+//! - `echo.rs`, on the client's thread: for a client that lets the server echo (character
+//!   mode), what to write so its screen shows the line it is typing.
+//! - `screen.rs`, in the client's outbox on the hub's thread: lines end in CR LF, and the
+//!   line being typed is cleared before incoming lines and drawn again after them.
+//!
+//! The client's thread never writes to its socket: what it wants written (answers, echo)
+//! goes to the hub in a [`TerminalUpdate`] with the lines of the same read, and the hub,
+//! the one writer, puts it in order with everything else it sends that client.
+
+mod echo;
+mod negotiation;
+mod screen;
+
+pub(crate) use screen::Screen;
+
+use echo::Echo;
+use negotiation::Negotiation;
+
+/// A chat client's telnet side, on its thread: negotiation and, in character mode, echo.
+#[derive(Debug, Default)]
+pub(crate) struct Terminal {
+    negotiation: Negotiation,
+    echo: Echo,
+    /// Echo written during this read, sent after the read's negotiation answers.
+    echoed: Vec<u8>,
+}
+
+impl Terminal {
+    /// The client's data with telnet commands taken out (see [`Negotiation::data`]).
+    pub(crate) fn data<'a>(&mut self, input: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        self.negotiation.data(input, scratch)
+    }
+
+    /// A line was entered (its sanitised text): echoed in character mode.
+    pub(crate) fn line_entered(&mut self, text: &str) {
+        if self.negotiation.server_echoes() {
+            self.echo.line_entered(text, &mut self.echoed);
+        }
+    }
+
+    /// After a read: what the hub should write and show, if anything. `unfinished` is the
+    /// line being typed, as the decoder holds it.
+    pub(crate) fn end_of_read(&mut self, unfinished: &[u8]) -> Option<Box<TerminalUpdate>> {
+        if !self.negotiation.is_telnet() {
+            return None;
+        }
+        let input_line = if self.negotiation.server_echoes() {
+            self.echo.show_unfinished(unfinished, &mut self.echoed);
+            Some(self.echo.shown().to_owned())
+        } else {
+            self.echo.forget();
+            None
+        };
+        let mut bytes = self.negotiation.take_answers();
+        bytes.append(&mut self.echoed);
+        if bytes.is_empty() {
+            return None;
+        }
+        Some(Box::new(TerminalUpdate { bytes, input_line }))
+    }
+}
+
+/// What a telnet client's thread asks the hub to write and show, before the lines it read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TerminalUpdate {
+    /// Negotiation answers, then the echo of what was typed.
+    pub bytes: Vec<u8>,
+    /// The line being typed, as the echo left it on the client's screen; `None` when the
+    /// client echoes for itself (line mode).
+    pub input_line: Option<String>,
+}

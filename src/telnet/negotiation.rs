@@ -1,0 +1,377 @@
+//! Telnet commands in a client's byte stream (RFC 854) and option negotiation by the Q
+//! method of RFC 1143: agree to the options the server supports, refuse the rest, never
+//! answer an answer, and never loop.
+
+/// Interpret As Command: starts every telnet command.
+pub(crate) const IAC: u8 = 255;
+const DONT: u8 = 254;
+const DO: u8 = 253;
+const WONT: u8 = 252;
+const WILL: u8 = 251;
+/// Subnegotiation begins (runs to IAC SE).
+const SB: u8 = 250;
+/// Erase Line and Erase Character: the editing keys of a telnet that sends them as commands.
+const EL: u8 = 248;
+const EC: u8 = 247;
+const SE: u8 = 240;
+
+/// The options this server has anything to say about.
+const ECHO: u8 = 1;
+const SUPPRESS_GO_AHEAD: u8 = 3;
+
+/// What the line decoder should see for EC and EL: the keys that do the same.
+const DELETE: u8 = 0x7f;
+const CTRL_U: u8 = 0x15;
+
+/// One client's telnet state: where the parser is in a command, and the options agreed.
+#[derive(Debug, Default)]
+pub(crate) struct Negotiation {
+    parser: Parser,
+    /// Allocated when the client first negotiates: plain clients never pay for it.
+    options: Option<Box<Options>>,
+    answers: Vec<u8>,
+}
+
+/// Where the parser is; commands may be split across reads at any byte.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Parser {
+    #[default]
+    Data,
+    /// After IAC.
+    Command,
+    /// After IAC and WILL, WONT, DO or DONT: the option byte is next.
+    Option(u8),
+    /// Inside IAC SB ... IAC SE, whose content is skipped.
+    Subnegotiation,
+    /// After IAC inside a subnegotiation.
+    SubnegotiationCommand,
+}
+
+impl Negotiation {
+    /// The client's data with telnet commands taken out (`IAC IAC` is a data byte 255, EC
+    /// and EL become the editing keys Backspace and Ctrl-U); answers wait in
+    /// [`Negotiation::take_answers`]. Without any command in `input`, no copy is made.
+    pub(crate) fn data<'a>(&mut self, input: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        if self.parser == Parser::Data && !input.contains(&IAC) {
+            return input;
+        }
+        scratch.clear();
+        for &byte in input {
+            self.parser = match (self.parser, byte) {
+                (Parser::Data, IAC) => Parser::Command,
+                (Parser::Data, _) => {
+                    scratch.push(byte);
+                    Parser::Data
+                }
+                (Parser::Command, IAC) => {
+                    scratch.push(IAC);
+                    Parser::Data
+                }
+                (Parser::Command, WILL | WONT | DO | DONT) => Parser::Option(byte),
+                (Parser::Command, SB) => Parser::Subnegotiation,
+                (Parser::Command, EC) => {
+                    scratch.push(DELETE);
+                    Parser::Data
+                }
+                (Parser::Command, EL) => {
+                    scratch.push(CTRL_U);
+                    Parser::Data
+                }
+                // NOP, GA, AYT, BRK, IP, AO, DM and bytes that are no command: nothing to do.
+                (Parser::Command, _) => Parser::Data,
+                (Parser::Option(verb), option) => {
+                    self.receive(verb, option);
+                    Parser::Data
+                }
+                (Parser::Subnegotiation, IAC) => Parser::SubnegotiationCommand,
+                (Parser::Subnegotiation, _) => Parser::Subnegotiation,
+                (Parser::SubnegotiationCommand, SE) => Parser::Data,
+                // IAC IAC is a 255 in the subnegotiation's data; anything else is an error
+                // a robust reader skips.
+                (Parser::SubnegotiationCommand, _) => Parser::Subnegotiation,
+            };
+        }
+        scratch
+    }
+
+    /// Whether the client has negotiated: it is a telnet client, whose lines end in CR LF.
+    pub(crate) fn is_telnet(&self) -> bool {
+        self.options.is_some()
+    }
+
+    /// Whether the client agreed that the server echoes what it types (character mode).
+    pub(crate) fn server_echoes(&self) -> bool {
+        self.options
+            .as_ref()
+            .is_some_and(|options| options.ours[usize::from(ECHO)].state == State::Yes)
+    }
+
+    /// Bytes to send the client, in order; empty when nothing is owed.
+    pub(crate) fn take_answers(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.answers)
+    }
+
+    fn receive(&mut self, verb: u8, option: u8) {
+        let first_time = self.options.is_none();
+        let options = self.options.get_or_insert_with(Box::default);
+        let index = usize::from(option);
+        // WILL and WONT are about the client's side of an option, DO and DONT about ours.
+        let (side, supported, positive, negative) = match verb {
+            WILL | WONT => (
+                &mut options.theirs[index],
+                option == SUPPRESS_GO_AHEAD,
+                DO,
+                DONT,
+            ),
+            _ => (
+                &mut options.ours[index],
+                matches!(option, ECHO | SUPPRESS_GO_AHEAD),
+                WILL,
+                WONT,
+            ),
+        };
+        let reply = match verb {
+            WILL | DO => side.receive_enable(supported),
+            _ => side.receive_disable(),
+        };
+        match reply {
+            Some(Reply::Agree) => self.answers.extend_from_slice(&[IAC, positive, option]),
+            Some(Reply::Refuse) => self.answers.extend_from_slice(&[IAC, negative, option]),
+            None => {}
+        }
+        if first_time {
+            // A client that negotiates is offered character mode: the server echoes and
+            // needs no go-ahead. One that refuses keeps its own line editing.
+            for offered in [ECHO, SUPPRESS_GO_AHEAD] {
+                if options.ours[usize::from(offered)].request_enable() {
+                    self.answers.extend_from_slice(&[IAC, WILL, offered]);
+                }
+            }
+        }
+    }
+}
+
+/// Both sides of every option.
+#[derive(Debug)]
+struct Options {
+    ours: [Side; 256],
+    theirs: [Side; 256],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ours: [Side::default(); 256],
+            theirs: [Side::default(); 256],
+        }
+    }
+}
+
+/// One side of one option (RFC 1143: `us`/`usq` or `him`/`himq`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Side {
+    state: State,
+    /// The opposite of the pending request was asked for meanwhile (the queue bit).
+    opposite_queued: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    No,
+    Yes,
+    WantNo,
+    WantYes,
+}
+
+/// The answer owed to the client: the positive verb (DO, WILL) or the negative one.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Agree,
+    Refuse,
+}
+
+impl Side {
+    /// The client asks for the option, or agrees to our request (WILL or DO).
+    fn receive_enable(&mut self, supported: bool) -> Option<Reply> {
+        let (state, queued, reply) = match (self.state, self.opposite_queued) {
+            (State::No, _) if supported => (State::Yes, false, Some(Reply::Agree)),
+            (State::No, _) => (State::No, false, Some(Reply::Refuse)),
+            (State::Yes, queued) => (State::Yes, queued, None),
+            // Our DONT was answered by WILL: an error in the peer, taken as its answer.
+            (State::WantNo, false) => (State::No, false, None),
+            (State::WantNo, true) => (State::Yes, false, None),
+            (State::WantYes, false) => (State::Yes, false, None),
+            (State::WantYes, true) => (State::WantNo, false, Some(Reply::Refuse)),
+        };
+        self.state = state;
+        self.opposite_queued = queued;
+        reply
+    }
+
+    /// The client refuses the option, or turns it off (WONT or DONT).
+    fn receive_disable(&mut self) -> Option<Reply> {
+        let (state, reply) = match (self.state, self.opposite_queued) {
+            (State::No, _) => (State::No, None),
+            (State::Yes, _) => (State::No, Some(Reply::Refuse)),
+            (State::WantNo, false) => (State::No, None),
+            (State::WantNo, true) => (State::WantYes, Some(Reply::Agree)),
+            (State::WantYes, _) => (State::No, None),
+        };
+        self.state = state;
+        self.opposite_queued = false;
+        reply
+    }
+
+    /// We ask to enable the option; returns whether to send the request now.
+    fn request_enable(&mut self) -> bool {
+        match (self.state, self.opposite_queued) {
+            (State::No, _) => {
+                self.state = State::WantYes;
+                true
+            }
+            (State::WantNo, _) => {
+                self.opposite_queued = true;
+                false
+            }
+            (State::WantYes, _) => {
+                self.opposite_queued = false;
+                false
+            }
+            (State::Yes, _) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` one read at a time; returns the data and the answers.
+    fn run(negotiation: &mut Negotiation, chunks: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut answers = Vec::new();
+        for chunk in chunks {
+            let mut scratch = Vec::new();
+            data.extend_from_slice(negotiation.data(chunk, &mut scratch));
+            answers.extend(negotiation.take_answers());
+        }
+        (data, answers)
+    }
+
+    #[test]
+    fn a_client_without_commands_gets_no_answer_and_its_bytes_unchanged() {
+        let mut negotiation = Negotiation::default();
+        let (data, answers) = run(&mut negotiation, &[b"hello\r\n", "héllo\n".as_bytes()]);
+        assert_eq!(data, "hello\r\nhéllo\n".as_bytes());
+        assert!(answers.is_empty());
+        assert!(!negotiation.is_telnet());
+    }
+
+    #[test]
+    fn character_mode_is_agreed_and_offers_are_made_once() {
+        let mut negotiation = Negotiation::default();
+        // Linux telnet's `mode character`: DO ECHO, then DO SGA.
+        let (_, answers) = run(&mut negotiation, &[&[IAC, DO, ECHO]]);
+        assert_eq!(
+            answers,
+            [IAC, WILL, ECHO, IAC, WILL, SUPPRESS_GO_AHEAD],
+            "agreed to ECHO, offered SGA, and did not offer ECHO twice"
+        );
+        // Its DO SGA answers our offer: nothing more to say.
+        let (_, answers) = run(&mut negotiation, &[&[IAC, DO, SUPPRESS_GO_AHEAD]]);
+        assert!(answers.is_empty());
+        assert!(negotiation.server_echoes());
+        // Asking again is no change: never answer an answer.
+        let (_, answers) = run(&mut negotiation, &[&[IAC, DO, ECHO]]);
+        assert!(answers.is_empty());
+        // Back to line mode: acknowledged once.
+        let (_, answers) = run(&mut negotiation, &[&[IAC, DONT, ECHO], &[IAC, DONT, ECHO]]);
+        assert_eq!(answers, [IAC, WONT, ECHO]);
+        assert!(!negotiation.server_echoes());
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_and_refusals_not_answered() {
+        let mut negotiation = Negotiation::default();
+        const NAWS: u8 = 31;
+        const BINARY: u8 = 0;
+        let (_, answers) = run(&mut negotiation, &[&[IAC, WILL, NAWS, IAC, DO, BINARY]]);
+        assert_eq!(
+            answers,
+            [
+                IAC,
+                DONT,
+                NAWS,
+                IAC,
+                WILL,
+                ECHO,
+                IAC,
+                WILL,
+                SUPPRESS_GO_AHEAD,
+                IAC,
+                WONT,
+                BINARY
+            ]
+        );
+        // The client refuses our offers: no answer to an answer.
+        let (_, answers) = run(
+            &mut negotiation,
+            &[&[
+                IAC,
+                DONT,
+                ECHO,
+                IAC,
+                DONT,
+                SUPPRESS_GO_AHEAD,
+                IAC,
+                WONT,
+                NAWS,
+            ]],
+        );
+        assert!(answers.is_empty());
+        assert!(!negotiation.server_echoes());
+        assert!(negotiation.is_telnet());
+    }
+
+    #[test]
+    fn commands_split_across_reads_and_subnegotiations_are_taken_out() {
+        let mut negotiation = Negotiation::default();
+        // A NAWS subnegotiation whose height is 10 (a LF byte) and 13 (a CR), one byte per
+        // read, around text; IAC IAC is a 255 in the data.
+        let stream = [
+            b'h', IAC, SB, 31, 0, 80, 0, 10, IAC, SE, b'i', IAC, IAC, IAC, WILL, 24, b'!',
+        ];
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        let (data, answers) = run(&mut negotiation, &chunks);
+        assert_eq!(data, [b'h', b'i', IAC, b'!']);
+        assert_eq!(
+            answers,
+            [IAC, DONT, 24, IAC, WILL, ECHO, IAC, WILL, SUPPRESS_GO_AHEAD]
+        );
+        let (data, _) = run(&mut negotiation, &[&[b'a', IAC, EC, b'b', IAC, EL]]);
+        assert_eq!(data, [b'a', DELETE, b'b', CTRL_U]);
+    }
+
+    #[test]
+    fn the_queue_bit_settles_crossing_requests() {
+        let mut side = Side::default();
+        assert!(side.request_enable());
+        assert_eq!(side.state, State::WantYes);
+        // The peer refuses: no answer, and we do not ask again by ourselves.
+        assert_eq!(side.receive_disable(), None);
+        assert_eq!(side.state, State::No);
+        assert!(side.request_enable());
+        assert_eq!(side.receive_enable(true), None);
+        assert_eq!(side.state, State::Yes);
+        // The peer turns it off: acknowledged.
+        assert_eq!(side.receive_disable(), Some(Reply::Refuse));
+        let mut waiting = Side {
+            state: State::WantNo,
+            opposite_queued: true,
+        };
+        // Our DONT is answered by WONT while we queued a DO: ask again.
+        assert_eq!(waiting.receive_disable(), Some(Reply::Agree));
+        assert_eq!(waiting.state, State::WantYes);
+    }
+}
