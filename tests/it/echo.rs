@@ -120,3 +120,21 @@ fn bye_bye_survives_a_client_that_is_behind_on_reading_and_still_sending() {
 fn lines(text: &str, count: usize) -> String {
     format!("{text}\n").repeat(count)
 }
+
+#[test]
+fn echo_recognises_quit_ended_by_cr_or_cr_nul_and_stays_byte_exact() {
+    let server = start(Config::localhost(), Mode::Echo);
+    for (typed, ending) in [(&b"quit\r"[..], "bare CR"), (b"QUIT\r\0", "CR NUL")] {
+        let mut client = LineClient::connect(server.local_addr());
+        client.expect_line("Hello!");
+        // A CR inside the stream is echoed back as it came.
+        client.send_bytes(b"one\rtwo\r\0three\n");
+        assert_eq!(client.expect_bytes(15), b"one\rtwo\r\0three\n");
+        client.send_bytes(typed);
+        assert_eq!(
+            client.expect_closed(),
+            vec!["Bye Bye!".to_owned()],
+            "quit with {ending}"
+        );
+    }
+}

@@ -10,4 +10,6 @@ mod rooms;
 mod send;
 mod shutdown;
 mod support;
+mod telnet_program;
+mod terminals;
 mod transcript;

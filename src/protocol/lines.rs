@@ -1,6 +1,5 @@
-//! The chat protocol as pure functions, no I/O: splitting bytes into lines with a size cap,
-//! making a line safe to show on other people's terminals, parsing commands, and the text
-//! of every line the server sends.
+//! Splitting a client's byte stream into lines: the chat's decoder (every terminal's line
+//! ends and editing keys, with a size cap) and the byte-exact splitter of echo and dump.
 
 /// Splits a chat client's byte stream into lines and applies its editing keys, holding at
 /// most `max_line` bytes of an unfinished line however much a client sends without ending
@@ -359,247 +358,6 @@ impl LineSplitter {
     }
 }
 
-/// Makes a received line safe to print on anyone's terminal: ANSI escape sequences and
-/// other control characters are removed (telnet commands were taken out of the stream
-/// before it was split into lines), a tab becomes a space,
-/// bidirectional overrides (which can make text read backwards) are removed, and invalid
-/// UTF-8 becomes U+FFFD.
-pub fn sanitize(raw: &[u8]) -> String {
-    // Most lines are plain printable ASCII: nothing to remove, one copy.
-    if raw.iter().all(|&byte| (0x20..0x7f).contains(&byte))
-        && let Ok(text) = std::str::from_utf8(raw)
-    {
-        return text.to_owned();
-    }
-    let text = String::from_utf8_lossy(raw);
-    let mut clean = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\t' => clean.push(' '),
-            '\u{1b}' => skip_escape_sequence(&mut chars),
-            // CSI as a single C1 character: skip its parameters like ESC [.
-            '\u{9b}' => skip_until(&mut chars, |c| ('\u{40}'..='\u{7e}').contains(&c)),
-            c if c.is_control() || is_bidi_control(c) => {}
-            c => clean.push(c),
-        }
-    }
-    clean
-}
-
-fn skip_escape_sequence(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
-    match chars.next() {
-        Some('[') => skip_until(chars, |c| ('\u{40}'..='\u{7e}').contains(&c)),
-        // OSC, DCS, SOS, PM and APC strings end with BEL or ESC \ (ST).
-        Some(']' | 'P' | 'X' | '^' | '_') => {
-            while let Some(c) = chars.next() {
-                if c == '\u{7}' || c == '\u{9c}' {
-                    break;
-                }
-                if c == '\u{1b}' {
-                    chars.next_if_eq(&'\\');
-                    break;
-                }
-            }
-        }
-        // Two-character sequences (ESC c, ESC 7, ...): the second one is gone too.
-        _ => {}
-    }
-}
-
-fn skip_until(chars: &mut impl Iterator<Item = char>, is_final: impl Fn(char) -> bool) {
-    for c in chars.by_ref() {
-        if is_final(c) {
-            break;
-        }
-    }
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
-}
-
-/// What a client's line asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Input {
-    /// A line for everyone else in the room.
-    Message(String),
-    /// `/nick NAME`
-    Nick(String),
-    /// `/who`
-    Who,
-    /// `/me ACTION`
-    Me(String),
-    /// `/msg NICK TEXT`
-    Private { to: String, text: String },
-    /// `/quit [REASON]`
-    Quit(Option<String>),
-    /// `/help`
-    Help,
-    /// `/join ROOM`
-    Join(String),
-    /// `/rooms`
-    Rooms,
-    /// `/time on` or `/time off`
-    Time(bool),
-    /// `/op PASSWORD`
-    Op(String),
-    /// `/kick NICK [REASON]` (operators)
-    Kick {
-        nick: String,
-        reason: Option<String>,
-    },
-    /// `/mute NICK` (operators)
-    Mute(String),
-    /// `/unmute NICK` (operators)
-    Unmute(String),
-    /// `/wall TEXT` (operators): a notice to every room
-    Wall(String),
-    /// A known command without the arguments it needs; holds its usage text.
-    Usage(&'static str),
-    /// A command nobody knows, with its name.
-    Unknown(String),
-    /// The line was longer than the limit and was dropped.
-    TooLong,
-}
-
-/// Parses one sanitised line, reusing its memory for a message. Blank lines ask for
-/// nothing and give `None`.
-pub fn parse_line(mut line: String) -> Option<Input> {
-    line.truncate(line.trim_end().len());
-    if line.trim_start().is_empty() {
-        return None;
-    }
-    if line.starts_with("//") {
-        line.remove(0);
-        return Some(Input::Message(line));
-    }
-    if !line.starts_with('/') {
-        return Some(Input::Message(line));
-    }
-    let command_line = &line[1..];
-    let (name, rest) = match command_line.split_once(' ') {
-        Some((name, rest)) => (name, rest.trim()),
-        None => (command_line, ""),
-    };
-    let input = match name.to_ascii_lowercase().as_str() {
-        "help" => Input::Help,
-        "who" => Input::Who,
-        "rooms" => Input::Rooms,
-        "join" if rest.is_empty() => Input::Usage("/join ROOM"),
-        "join" => Input::Join(rest.to_owned()),
-        "time" => match rest.to_ascii_lowercase().as_str() {
-            "on" => Input::Time(true),
-            "off" => Input::Time(false),
-            _ => Input::Usage("/time on|off"),
-        },
-        "quit" => Input::Quit((!rest.is_empty()).then(|| rest.to_owned())),
-        "nick" if rest.is_empty() => Input::Usage("/nick NAME"),
-        "nick" => Input::Nick(rest.to_owned()),
-        "op" if rest.is_empty() => Input::Usage("/op PASSWORD"),
-        "op" => Input::Op(rest.to_owned()),
-        "kick" if rest.is_empty() => Input::Usage("/kick NICK [REASON]"),
-        "kick" => match rest.split_once(' ') {
-            Some((nick, reason)) => Input::Kick {
-                nick: nick.to_owned(),
-                reason: Some(reason.trim().to_owned()),
-            },
-            None => Input::Kick {
-                nick: rest.to_owned(),
-                reason: None,
-            },
-        },
-        "mute" if rest.is_empty() => Input::Usage("/mute NICK"),
-        "mute" => Input::Mute(rest.to_owned()),
-        "unmute" if rest.is_empty() => Input::Usage("/unmute NICK"),
-        "unmute" => Input::Unmute(rest.to_owned()),
-        "wall" if rest.is_empty() => Input::Usage("/wall TEXT"),
-        "wall" => Input::Wall(rest.to_owned()),
-        "me" if rest.is_empty() => Input::Usage("/me ACTION"),
-        "me" => Input::Me(rest.to_owned()),
-        "msg" => match rest.split_once(' ') {
-            Some((to, text)) if !text.trim().is_empty() => Input::Private {
-                to: to.to_owned(),
-                text: text.trim().to_owned(),
-            },
-            _ => Input::Usage("/msg NICK TEXT"),
-        },
-        _ => Input::Unknown(name.to_owned()),
-    };
-    Some(input)
-}
-
-/// Longest nick, in characters.
-pub const MAX_NICK_LEN: usize = 20;
-
-/// Why a nick was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum NickError {
-    /// Not 1 to 20 of A-Z a-z 0-9 _ -.
-    Invalid,
-    /// `guest-...` names are handed out by the server.
-    Reserved,
-}
-
-/// Whether a nick or room name is 1 to 20 of A-Z a-z 0-9 _ -.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=MAX_NICK_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Checks a nick's spelling. Uniqueness is the hub's business: it knows who is online.
-pub fn validate_nick(nick: &str) -> Result<(), NickError> {
-    if !is_valid_name(nick) {
-        return Err(NickError::Invalid);
-    }
-    if nick.to_ascii_lowercase().starts_with("guest-") {
-        return Err(NickError::Reserved);
-    }
-    Ok(())
-}
-
-/// The nick the server gives connection number `id`.
-pub fn guest_nick(id: u64) -> String {
-    format!("guest-{id}")
-}
-
-/// The chapter's idle-timeout line, for the servers without notices (echo, dump, send).
-pub const IDLE_FAREWELL: &[u8] = b"idle timeout, disconnecting, bye!\n";
-
-/// The lines of `/help`.
-pub const HELP: &str = "\
-* commands:
-*   /nick NAME       change your nick (1 to 20 of A-Z a-z 0-9 _ -)
-*   /who             list who is in your room
-*   /join ROOM       go to ROOM (created if needed); everyone starts in lobby
-*   /rooms           list the rooms and how many are in each
-*   /time on|off     prefix each line you receive with the time (HH:MM)
-*   /op PASSWORD     become an operator, who can:
-*     /kick NICK [REASON]   /mute NICK   /unmute NICK   /wall TEXT
-*   /me ACTION       tell everyone what you do (* nick ACTION)
-*   /msg NICK TEXT   send TEXT to NICK only
-*   /quit [REASON]   leave
-*   //TEXT           send a line that starts with /
-";
-
-/// A list of names for a notice: `a`, `a and b`, `a, b and c`, `a, b, c and 7 others`.
-pub fn name_list(names: &[String], total: usize) -> String {
-    const SHOWN: usize = 3;
-    let shown = &names[..names.len().min(SHOWN)];
-    let others = total - shown.len();
-    match (shown, others) {
-        ([only], 0) => only.clone(),
-        (_, 0) => {
-            let (last, first) = shown.split_last().expect("two or more names");
-            format!("{} and {last}", first.join(", "))
-        }
-        (_, 1) => format!("{} and 1 other", shown.join(", ")),
-        (_, others) => format!("{} and {others} others", shown.join(", ")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,6 +390,63 @@ mod tests {
     }
 
     #[test]
+    fn cr_and_cr_nul_end_one_line_even_when_the_lf_or_nul_comes_later() {
+        let mut decoder = LineDecoder::new(100);
+        let lines = decode_all(
+            &mut decoder,
+            &[
+                b"raw\r",
+                b"char\r\0",
+                b"split\r",
+                b"\0",
+                b"crlf\r",
+                b"\n\r\r\n",
+            ],
+        );
+        let line = |text: &str| Some(text.as_bytes().to_vec());
+        assert_eq!(
+            lines,
+            vec![
+                line("raw"),
+                line("char"),
+                line("split"),
+                line("crlf"),
+                line(""),
+                line("")
+            ]
+        );
+    }
+
+    #[test]
+    fn editing_keys_edit_the_line_and_never_reach_it() {
+        let mut decoder = LineDecoder::new(100);
+        let lines = decode_all(
+            &mut decoder,
+            &[
+                b"hellp\x08o\n",
+                "naïve\x7f\x7f\x7f\n".as_bytes(),
+                b"gone\x15kept\n",
+                b"one  two \x17\x17three\n",
+                b"\x08\x7f\x17\x15x\n",
+                b"up\x1b[Ar\x1bOBight\x1b[1;5D\n",
+            ],
+        );
+        let texts: Vec<String> = lines
+            .into_iter()
+            .map(|line| String::from_utf8(line.expect("line")).expect("utf-8"))
+            .collect();
+        assert_eq!(texts, ["hello", "na", "kept", "three", "x", "upright"]);
+    }
+
+    #[test]
+    fn an_escape_that_is_not_a_key_is_left_for_sanitising() {
+        let mut decoder = LineDecoder::new(100);
+        let lines = decode_all(&mut decoder, &[b"a\x1b]0;title\x07b\n"]);
+        assert_eq!(lines, vec![Some(b"a\x1b]0;title\x07b".to_vec())]);
+        assert_eq!(crate::protocol::sanitize(b"a\x1b]0;title\x07b"), "ab");
+    }
+
+    #[test]
     fn an_overlong_line_is_reported_once_and_skipped() {
         let mut decoder = LineDecoder::new(4);
         let lines = decode_all(&mut decoder, &[b"abcdefgh", b"ijkl", b"mn\nok\n"]);
@@ -644,6 +459,9 @@ mod tests {
         let mut decoder = LineDecoder::new(4);
         let lines = decode_all(&mut decoder, &[b"abc", b"d\r", b"\nabcde\n"]);
         assert_eq!(lines, vec![Some(b"abcd".to_vec()), None]);
+        // Erasing makes room: the limit is on the edited line.
+        let lines = decode_all(&mut decoder, &[b"abcd\x08\x08ef\n"]);
+        assert_eq!(lines, vec![Some(b"abef".to_vec())]);
     }
 
     #[test]
@@ -681,93 +499,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sanitize_removes_escapes_controls_and_telnet() {
-        assert_eq!(sanitize(b"\x1b[31mred\x1b[0m"), "red");
-        assert_eq!(sanitize(b"a\tb\x07c\x7f"), "a bc");
-        assert_eq!(sanitize(b"\x1b]0;title\x07x"), "x");
-        assert_eq!(sanitize(b"caf\xe9"), "caf\u{fffd}");
-        assert_eq!(sanitize("\u{202e}abc".as_bytes()), "abc");
-        assert_eq!(sanitize("\u{9b}2Jok".as_bytes()), "ok");
-    }
-
-    #[test]
-    fn commands_parse_with_their_arguments() {
-        let parse_line = |line: &str| parse_line(line.to_owned());
-        assert_eq!(
-            parse_line("trailing  "),
-            Some(Input::Message("trailing".into()))
-        );
-        assert_eq!(
-            parse_line("hi there"),
-            Some(Input::Message("hi there".into()))
-        );
-        assert_eq!(parse_line("//etc"), Some(Input::Message("/etc".into())));
-        assert_eq!(parse_line("/NICK bob"), Some(Input::Nick("bob".into())));
-        assert_eq!(parse_line("/nick"), Some(Input::Usage("/nick NAME")));
-        assert_eq!(parse_line("/quit"), Some(Input::Quit(None)));
-        assert_eq!(
-            parse_line("/quit gone home"),
-            Some(Input::Quit(Some("gone home".into())))
-        );
-        assert_eq!(
-            parse_line("/msg bob hi you"),
-            Some(Input::Private {
-                to: "bob".into(),
-                text: "hi you".into()
-            })
-        );
-        assert_eq!(parse_line("/msg bob"), Some(Input::Usage("/msg NICK TEXT")));
-        assert_eq!(parse_line("/dance"), Some(Input::Unknown("dance".into())));
-        assert_eq!(parse_line("/join games"), Some(Input::Join("games".into())));
-        assert_eq!(parse_line("/join"), Some(Input::Usage("/join ROOM")));
-        assert_eq!(parse_line("/rooms"), Some(Input::Rooms));
-        assert_eq!(
-            parse_line("/kick bob spamming the room"),
-            Some(Input::Kick {
-                nick: "bob".into(),
-                reason: Some("spamming the room".into())
-            })
-        );
-        assert_eq!(
-            parse_line("/kick bob"),
-            Some(Input::Kick {
-                nick: "bob".into(),
-                reason: None
-            })
-        );
-        assert_eq!(parse_line("/wall"), Some(Input::Usage("/wall TEXT")));
-        assert_eq!(parse_line("/time ON"), Some(Input::Time(true)));
-        assert_eq!(
-            parse_line("/time later"),
-            Some(Input::Usage("/time on|off"))
-        );
-        assert_eq!(parse_line("   "), None);
-    }
-
-    #[test]
-    fn nicks_are_short_plain_and_not_guests() {
-        assert_eq!(validate_nick("alice_2-b"), Ok(()));
-        assert_eq!(validate_nick(""), Err(NickError::Invalid));
-        assert_eq!(validate_nick("a b"), Err(NickError::Invalid));
-        assert_eq!(validate_nick("ä"), Err(NickError::Invalid));
-        assert_eq!(validate_nick(&"x".repeat(21)), Err(NickError::Invalid));
-        assert_eq!(validate_nick("Guest-9"), Err(NickError::Reserved));
-    }
-
-    #[test]
-    fn name_lists_count_the_rest() {
-        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(name_list(&names[..1], 1), "a");
-        assert_eq!(name_list(&names[..2], 2), "a and b");
-        assert_eq!(name_list(&names[..3], 3), "a, b and c");
-        assert_eq!(name_list(&names[..3], 4), "a, b, c and 1 other");
-        assert_eq!(name_list(&names[..3], 10), "a, b, c and 7 others");
-    }
-
     mod properties {
         use super::*;
         use proptest::prelude::*;
+
+        /// Bytes as terminals send them: text, every line end and editing key, escapes.
+        fn terminal_byte() -> impl Strategy<Value = u8> {
+            prop_oneof![
+                Just(b'\n'),
+                Just(b'\r'),
+                Just(0u8),
+                Just(0x08u8),
+                Just(0x7fu8),
+                Just(0x15u8),
+                Just(0x17u8),
+                Just(0x1bu8),
+                Just(b'['),
+                any::<u8>()
+            ]
+        }
 
         fn decode_in_pieces(bytes: &[u8], cuts: &[usize], max_line: usize) -> Vec<Option<Vec<u8>>> {
             let mut decoder = LineDecoder::new(max_line);
@@ -797,7 +547,7 @@ mod tests {
         proptest! {
             #[test]
             fn lines_do_not_depend_on_how_the_stream_is_split(
-                bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..600),
+                bytes in proptest::collection::vec(terminal_byte(), 0..600),
                 cuts in proptest::collection::vec(any::<usize>(), 0..8),
                 max_line in 1usize..64,
             ) {
@@ -807,22 +557,31 @@ mod tests {
             }
 
             #[test]
-            fn decoded_lines_respect_the_limit(
-                bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            fn decoded_lines_respect_the_limit_and_hold_no_line_end_or_editing_key(
+                bytes in proptest::collection::vec(terminal_byte(), 0..600),
                 max_line in 1usize..64,
             ) {
                 for line in decode_in_pieces(&bytes, &[], max_line).into_iter().flatten() {
                     prop_assert!(line.len() <= max_line);
-                    prop_assert!(!line.contains(&b'\n'));
+                    prop_assert!(!line.iter().any(|&byte| matches!(byte, b'\n' | b'\r' | 0x08 | 0x7f | 0x15 | 0x17)));
                 }
             }
 
             #[test]
-            fn sanitized_text_holds_no_control_characters(
-                bytes in proptest::collection::vec(prop_oneof![Just(0x1b_u8), Just(0xff), any::<u8>()], 0..300),
+            fn every_line_end_ends_exactly_one_line(
+                // Non-empty: an empty line after a bare CR would make CR + LF, which is one line end.
+                lines in proptest::collection::vec("[a-z ]{1,12}", 1..20),
+                ends in proptest::collection::vec(prop_oneof![Just("\n"), Just("\r\n"), Just("\r"), Just("\r\0")], 20),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
             ) {
-                let clean = sanitize(&bytes);
-                prop_assert!(!clean.chars().any(|c| c.is_control() || is_bidi_control(c)));
+                let mut stream = Vec::new();
+                for (line, end) in lines.iter().zip(&ends) {
+                    stream.extend_from_slice(line.as_bytes());
+                    stream.extend_from_slice(end.as_bytes());
+                }
+                let decoded = decode_in_pieces(&stream, &cuts, 64);
+                let expected: Vec<Option<Vec<u8>>> = lines.iter().map(|line| Some(line.as_bytes().to_vec())).collect();
+                prop_assert_eq!(decoded, expected);
             }
 
             #[test]
