@@ -3,7 +3,7 @@
 
 use tcpchat::Config;
 
-use crate::support::{LineClient, PATIENCE, start_chat};
+use crate::support::{LineClient, start_chat};
 
 const IAC: u8 = 255;
 const WILL: u8 = 251;
