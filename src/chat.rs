@@ -9,10 +9,12 @@ use parking_lot::Mutex;
 
 use crate::append::AppendFile;
 use crate::config::Config;
-use crate::connection::{self, ClientLimits};
+use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
 use crate::hub::{self, Event, HubSettings};
 use crate::server::{Connection, Service};
+use crate::transport::Transport;
+use crate::web::{self, WebSettings};
 
 /// Events that may wait for the hub before client threads block on sending. Blocking is
 /// the point: a client that floods faster than the hub routes is slowed by TCP backpressure
@@ -25,6 +27,7 @@ pub struct Chat {
     transcript: Option<Arc<AppendFile>>,
     hub_thread: Mutex<Option<JoinHandle<()>>>,
     client_limits: ClientLimits,
+    web: WebSettings,
 }
 
 impl Chat {
@@ -63,13 +66,24 @@ impl Chat {
                 rate: config.rate,
                 burst: config.burst,
             },
+            web: WebSettings {
+                extra_origins: config.web_origins.clone(),
+                idle_timeout: config.idle_timeout,
+            },
         })
     }
 }
 
 impl Service for Chat {
     fn serve(&self, connection: Connection) {
-        connection::serve_client(connection, &self.events, self.client_limits);
+        let limits = self.client_limits;
+        match connection.transport {
+            Transport::Tcp => {
+                let mut input = TcpInput::new(limits.max_line);
+                connection::serve_client(connection, &self.events, limits, &mut input);
+            }
+            Transport::Web => web::serve(connection, &self.events, limits, &self.web),
+        }
     }
 
     fn begin_drain(&self) {

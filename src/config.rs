@@ -50,6 +50,13 @@ pub struct Config {
     pub transcript: Option<std::path::PathBuf>,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
+    /// Chat: also serve the chat page and its WebSocket on this `[HOST:]PORT` (a port alone
+    /// listens on `host`). Default `None`: no web port.
+    pub web: Option<String>,
+    /// Chat: origins allowed to open the WebSocket besides the server's own, e.g.
+    /// `http://chat.school.lan:8080`; their host names are accepted in `Host` too. Default
+    /// none: only pages served by this server, reached by its address or `localhost`.
+    pub web_origins: Vec<String>,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
     pub once: bool,
     /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
@@ -80,6 +87,8 @@ impl Default for Config {
             motd: None,
             transcript: None,
             drain_timeout: Duration::from_secs(30),
+            web: None,
+            web_origins: Vec::new(),
             once: false,
             thread_stack_size: 64 * 1024,
         }

@@ -12,7 +12,8 @@ use crate::protocol::{self, Decoded, Input, LineDecoder};
 use crate::rate::TokenBucket;
 use crate::server::{Connection, Received};
 use crate::shutdown::ConnectionId;
-use crate::telnet::{Terminal, TerminalUpdate};
+use crate::transport::telnet::Terminal;
+use crate::transport::{DirectOutput, Transport};
 
 /// Bytes read per system call. Small on purpose: the buffer lives on the thread's stack
 /// for as long as the client is connected, and at 1 KiB an idle client's stack stays at
@@ -23,13 +24,20 @@ const READ_CHUNK: usize = 1024;
 /// hub closes the sending side; see `Connection::wait_for_close`).
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Serves one chat client until it quits, closes, idles out or is closed by the hub.
-pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: ClientLimits) {
+/// Serves one chat client until it quits, closes, idles out or is closed by the hub;
+/// `input` is how its bytes arrive (plain TCP with telnet, or WebSocket frames).
+pub(crate) fn serve_client(
+    connection: Connection,
+    hub: &Sender<Event>,
+    limits: ClientLimits,
+    input: &mut dyn ClientInput,
+) {
     let id = connection.id;
     let joined = Event::Joined {
         id,
         stream: connection.stream.clone(),
         peer: connection.peer,
+        transport: input.transport(),
     };
     if hub.send(joined).is_err() {
         return;
@@ -39,47 +47,12 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
         hub,
         reason: LeaveReason::ConnectionClosed,
     };
-    let mut decoder = LineDecoder::new(limits.max_line);
-    let mut terminal = Terminal::default();
     let mut flood_control = TokenBucket::new(limits.rate, limits.burst, Instant::now());
-    let mut chunk = [0u8; READ_CHUNK];
-    let mut telnet_free = Vec::new();
     loop {
         let mut inputs = Vec::new();
-        let mut terminal_update = None;
-        let ended = match connection.receive(&mut chunk) {
-            Received::Data(bytes) => {
-                let data = terminal.data(bytes, &mut telnet_free);
-                decoder.feed(data, |item| collect_input(item, &mut inputs, &mut terminal));
-                terminal_update = terminal.end_of_read(decoder.unfinished_line());
-                false
-            }
-            Received::Closed => {
-                decoder.finish(|item| collect_input(item, &mut inputs, &mut terminal));
-                true
-            }
-            Received::IdleTimeout => {
-                presence.reason = LeaveReason::IdleTimeout;
-                drop(presence);
-                return connection.wait_for_close(LINGER);
-            }
-            Received::Failed(error) => {
-                debug!(
-                    "#{id} ({}): read failed: {}",
-                    connection.peer,
-                    describe(&error)
-                );
-                return;
-            }
-        };
+        let Read { direct, end } = input.read(&connection, &mut inputs);
         let quit = take_quit(&mut inputs);
-        if !forward(
-            &connection,
-            hub,
-            terminal_update,
-            inputs,
-            &mut flood_control,
-        ) {
+        if !forward(&connection, hub, direct, inputs, &mut flood_control) {
             return;
         }
         if let Some(reason) = quit {
@@ -87,8 +60,105 @@ pub(crate) fn serve_client(connection: Connection, hub: &Sender<Event>, limits: 
             drop(presence);
             return connection.wait_for_close(LINGER);
         }
-        if ended {
-            return;
+        match end {
+            None => {}
+            Some(End::Closed) => return,
+            Some(End::IdleTimeout) => {
+                presence.reason = LeaveReason::IdleTimeout;
+                drop(presence);
+                return connection.wait_for_close(LINGER);
+            }
+            Some(End::Failed(why)) => {
+                debug!("#{id} ({}): {why}", connection.peer);
+                return;
+            }
+        }
+    }
+}
+
+/// How a chat client's bytes arrive and become lines.
+pub(crate) trait ClientInput {
+    /// The transport, which decides how the hub writes to this client.
+    fn transport(&self) -> Transport;
+
+    /// Blocks until the client sends something or the connection ends; adds the inputs
+    /// that completes to `inputs`.
+    fn read(&mut self, connection: &Connection, inputs: &mut Vec<Input>) -> Read;
+}
+
+/// What one [`ClientInput::read`] gave besides inputs.
+#[derive(Default)]
+pub(crate) struct Read {
+    /// What the transport must write before the inputs are handled.
+    pub direct: Option<Box<DirectOutput>>,
+    /// The connection ended (after the inputs of this read).
+    pub end: Option<End>,
+}
+
+/// How a client's connection ended.
+pub(crate) enum End {
+    /// The client closed (or the hub shut the socket down).
+    Closed,
+    /// Nothing arrived within `--idle-timeout`.
+    IdleTimeout,
+    /// The connection broke, or the client broke the protocol; the reason, for the log.
+    Failed(String),
+}
+
+/// Plain TCP: nc, scripts, and telnet clients (whose commands and echo transport/telnet/
+/// handles).
+pub(crate) struct TcpInput {
+    decoder: LineDecoder,
+    terminal: Terminal,
+    chunk: [u8; READ_CHUNK],
+    telnet_free: Vec<u8>,
+}
+
+impl TcpInput {
+    pub(crate) fn new(max_line: usize) -> TcpInput {
+        TcpInput {
+            decoder: LineDecoder::new(max_line),
+            terminal: Terminal::default(),
+            chunk: [0; READ_CHUNK],
+            telnet_free: Vec::new(),
+        }
+    }
+}
+
+impl ClientInput for TcpInput {
+    fn transport(&self) -> Transport {
+        Transport::Tcp
+    }
+
+    fn read(&mut self, connection: &Connection, inputs: &mut Vec<Input>) -> Read {
+        let terminal = &mut self.terminal;
+        match connection.receive(&mut self.chunk) {
+            Received::Data(bytes) => {
+                let data = terminal.data(bytes, &mut self.telnet_free);
+                self.decoder.feed(data, |item| {
+                    collect_input(item, inputs, |text| terminal.line_entered(text))
+                });
+                Read {
+                    direct: terminal.end_of_read(self.decoder.unfinished_line()),
+                    end: None,
+                }
+            }
+            Received::Closed => {
+                self.decoder
+                    .finish(|item| collect_input(item, inputs, |_| {}));
+                Read {
+                    direct: None,
+                    end: Some(End::Closed),
+                }
+            }
+            Received::IdleTimeout => Read {
+                direct: None,
+                end: Some(End::IdleTimeout),
+            },
+            Received::Failed(error) => Read {
+                direct: None,
+                end: Some(End::Failed(format!("read failed: {}", describe(&error)))),
+            },
         }
     }
 }
@@ -103,25 +173,24 @@ pub(crate) struct ClientLimits {
 }
 
 /// Hands the inputs of one read to the hub, in as few events as flood control allows,
-/// the telnet answers and echo with the first (they cost no token: they are not lines).
+/// what the transport must write with the first (it costs no token: it is not a line).
 /// Waiting for a token keeps this thread from reading, which is what slows a flooder down.
 /// Returns false if the connection was closed meanwhile or the hub is gone.
 fn forward(
     connection: &Connection,
     hub: &Sender<Event>,
-    mut terminal: Option<Box<TerminalUpdate>>,
+    mut direct: Option<Box<DirectOutput>>,
     inputs: Vec<Input>,
     flood_control: &mut Option<TokenBucket>,
 ) -> bool {
     let id = connection.id;
     let mut send = |inputs: Vec<Input>| {
-        if inputs.is_empty() && terminal.is_none() {
+        if inputs.is_empty() && direct.is_none() {
             return true;
         }
-        let terminal = terminal.take();
         hub.send(Event::Inputs {
             id,
-            terminal,
+            direct: direct.take(),
             inputs,
         })
         .is_ok()
@@ -141,11 +210,17 @@ fn forward(
     send(batch)
 }
 
-fn collect_input(item: Decoded<'_>, inputs: &mut Vec<Input>, terminal: &mut Terminal) {
+/// Turns a decoded line into an input; `entered` sees its sanitised text first (for an
+/// echo).
+pub(crate) fn collect_input(
+    item: Decoded<'_>,
+    inputs: &mut Vec<Input>,
+    mut entered: impl FnMut(&str),
+) {
     let input = match item {
         Decoded::Line(raw) => {
             let text = protocol::sanitize(raw);
-            terminal.line_entered(&text);
+            entered(&text);
             protocol::parse_line(text)
         }
         Decoded::TooLong => Some(Input::TooLong),

@@ -13,6 +13,8 @@ pub enum Error {
     OpenFile { path: PathBuf, source: io::Error },
     /// The dump file stopped accepting writes (`cannot store data in FILE: REASON`).
     Store { path: PathBuf, source: io::Error },
+    /// Options that do not go together (`--web` with a subcommand other than chat).
+    Usage(String),
     /// A thread the server needs could not be started.
     Thread {
         name: &'static str,
@@ -37,6 +39,7 @@ impl fmt::Display for Error {
                     describe(source)
                 )
             }
+            Error::Usage(why) => f.write_str(why),
             Error::Thread { name, source } => {
                 write!(f, "cannot start the {name} thread: {}", describe(source))
             }
@@ -51,6 +54,7 @@ impl std::error::Error for Error {
             | Error::OpenFile { source, .. }
             | Error::Store { source, .. }
             | Error::Thread { source, .. } => Some(source),
+            Error::Usage(_) => None,
         }
     }
 }

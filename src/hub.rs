@@ -21,7 +21,7 @@ use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable
 use crate::protocol::{self, Input};
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
-use crate::telnet::TerminalUpdate;
+use crate::transport::{DirectOutput, Transport};
 
 mod commands;
 mod notices;
@@ -46,12 +46,13 @@ pub(crate) enum Event {
         id: ConnectionId,
         stream: Arc<TcpStream>,
         peer: SocketAddr,
+        transport: Transport,
     },
     /// Everything one read from a client produced, in order.
     Inputs {
         id: ConnectionId,
-        /// For a telnet client: what to write before handling the inputs.
-        terminal: Option<Box<TerminalUpdate>>,
+        /// What the client's transport must write before the inputs are handled.
+        direct: Option<Box<DirectOutput>>,
         inputs: Vec<Input>,
     },
     /// The client's thread ended; sent exactly once per client.
@@ -212,14 +213,15 @@ impl Hub {
     /// Handles one event; returns true on `Stop`.
     fn handle(&mut self, event: Event) -> bool {
         match event {
-            Event::Joined { id, stream, peer } => self.join(id, stream, peer),
-            Event::Inputs {
+            Event::Joined {
                 id,
-                terminal,
-                inputs,
-            } => {
-                if let Some(update) = terminal {
-                    self.update_terminal(id, *update);
+                stream,
+                peer,
+                transport,
+            } => self.join(id, stream, peer, transport),
+            Event::Inputs { id, direct, inputs } => {
+                if let Some(update) = direct {
+                    self.write_direct(id, *update);
                 }
                 for input in inputs {
                     self.handle_input(id, input);
@@ -246,7 +248,13 @@ impl Hub {
         false
     }
 
-    fn join(&mut self, id: ConnectionId, stream: Arc<TcpStream>, peer: SocketAddr) {
+    fn join(
+        &mut self,
+        id: ConnectionId,
+        stream: Arc<TcpStream>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) {
         let nick = protocol::guest_nick(id);
         info!("{nick} joined from {peer}");
         if !self.notices.is_joins() {
@@ -267,7 +275,7 @@ impl Hub {
                 is_operator: false,
                 is_muted: false,
                 wrong_password_at: None,
-                outbox: Outbox::default(),
+                outbox: Outbox::new(transport),
                 is_dirty: false,
             },
         );
@@ -382,14 +390,14 @@ impl Hub {
         self.remove_slow_consumers();
     }
 
-    /// Writes a telnet client's negotiation answers and echo, after everything broadcast
-    /// before them; from now on its lines end in CR LF.
-    fn update_terminal(&mut self, id: ConnectionId, update: TerminalUpdate) {
+    /// Writes what a client's transport asked for (telnet answers and echo, WebSocket
+    /// control frames), after everything broadcast before it.
+    fn write_direct(&mut self, id: ConnectionId, update: DirectOutput) {
         self.commit_round();
         if let Some(client) = self.clients.get_mut(&id)
             && !client.outbox.overflowed
         {
-            client.outbox.push_terminal_update(update);
+            client.outbox.push_direct(update);
             check_pending(client, id, &mut self.delivery);
         }
         self.remove_slow_consumers();

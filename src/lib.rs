@@ -31,7 +31,8 @@ mod rooms;
 pub mod send;
 pub mod server;
 pub mod shutdown;
-mod telnet;
+pub mod transport;
+mod web;
 
 use std::sync::Arc;
 
@@ -85,6 +86,10 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
         Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
         Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
     };
+    if config.web.is_some() && !matches!(mode, Mode::Chat) {
+        return Err(Error::Usage(String::from("--web serves the chat only")));
+    }
     let listener = server::bind(config)?;
-    Server::start(listener, config, service)
+    let web_listener = server::bind_web(config)?;
+    Server::start_listeners(listener, web_listener, config, service)
 }

@@ -118,6 +118,13 @@ struct SharedOptions {
     /// Chat: append every public line, with its time and room, to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     transcript: Option<PathBuf>,
+    /// Chat: also serve the chat page and its WebSocket on [HOST:]PORT (0 picks a free port).
+    #[arg(long, global = true, value_name = "[HOST:]PORT")]
+    web: Option<String>,
+    /// Chat: another origin allowed to open the WebSocket, e.g. http://chat.school.lan:8080
+    /// (repeatable); its host name is accepted as Host too.
+    #[arg(long, global = true, value_name = "ORIGIN")]
+    web_origin: Vec<String>,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = DEFAULTS.drain_timeout.as_secs(), value_name = "SECS")]
     drain_timeout: u64,
@@ -152,6 +159,8 @@ impl SharedOptions {
             motd: self.motd.clone(),
             transcript: self.transcript.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            web: self.web.clone(),
+            web_origins: self.web_origin.clone(),
             once: self.once,
             ..Config::default()
         }

@@ -8,7 +8,8 @@
 //!
 //! Telnet clients get lines ending in CR LF: a sealed round makes that rendering once, when
 //! its first telnet recipient asks, and shares it the same way. Their outbox also keeps
-//! the line being typed below incoming lines (telnet/screen.rs).
+//! the line being typed below incoming lines (transport/telnet/screen.rs). A browser's
+//! outbox puts a WebSocket frame header before each range: the payload stays shared.
 
 use std::cell::OnceCell;
 use std::collections::VecDeque;
@@ -23,7 +24,8 @@ use socket2::SockRef;
 use crate::rooms::RoomId;
 use crate::server::{SEND_NOW, poll};
 use crate::shutdown::ConnectionId;
-use crate::telnet::{Screen, TerminalUpdate};
+use crate::transport::telnet::Screen;
+use crate::transport::{DirectOutput, Transport, websocket};
 
 /// Ranges handed to one `writev` (the kernel takes up to 1024).
 const MAX_SLICES_PER_SEND: usize = 64;
@@ -110,16 +112,38 @@ pub(crate) struct Outbox {
     queued: usize,
     /// Passed `--max-pending`: the client is to be disconnected as a slow consumer.
     pub(crate) overflowed: bool,
-    /// A telnet client's screen; `None` for everyone else (no CR, nothing redrawn).
-    screen: Option<Box<Screen>>,
+    encoding: Encoding,
+}
+
+/// What a client's transport puts around the hub's lines.
+#[derive(Default)]
+enum Encoding {
+    /// Lines as they are: nc, scripts, telnet clients that have not negotiated (yet).
+    #[default]
+    Plain,
+    /// CR LF, and the input line of a character-mode client kept below incoming lines.
+    Telnet(Box<Screen>),
+    /// A WebSocket text frame around each run of lines.
+    WebSocket,
 }
 
 impl Outbox {
+    /// An outbox for a client of `transport`.
+    pub(crate) fn new(transport: Transport) -> Outbox {
+        Outbox {
+            encoding: match transport {
+                Transport::Tcp => Encoding::Plain,
+                Transport::Web => Encoding::WebSocket,
+            },
+            ..Outbox::default()
+        }
+    }
+
     /// How this client's lines must end: chunks given to [`Outbox::push`] end so.
     pub(crate) fn line_ending(&self) -> LineEnding {
-        match self.screen {
-            Some(_) => LineEnding::CrLf,
-            None => LineEnding::Lf,
+        match self.encoding {
+            Encoding::Telnet(_) => LineEnding::CrLf,
+            Encoding::Plain | Encoding::WebSocket => LineEnding::Lf,
         }
     }
 
@@ -131,43 +155,60 @@ impl Outbox {
         }
     }
 
-    /// Queues lines, already in this client's line ending; a line being typed is cleared
-    /// first and drawn again before the next send.
+    /// Queues lines, already in this client's line ending: for a telnet client a line
+    /// being typed is cleared first (and drawn again before the next send), for a browser
+    /// they become one text frame.
     pub(crate) fn push(&mut self, chunk: Chunk) {
         if chunk.len() == 0 {
             return;
         }
-        if let Some(clear) = self
-            .screen
-            .as_mut()
-            .and_then(|screen| screen.clear_for_lines())
-        {
-            self.push_bytes(Chunk::whole(clear));
+        match &mut self.encoding {
+            Encoding::Plain => {}
+            Encoding::Telnet(screen) => {
+                if let Some(clear) = screen.clear_for_lines() {
+                    self.push_bytes(Chunk::whole(clear));
+                }
+            }
+            Encoding::WebSocket => {
+                let header = websocket::text_frame_header(chunk.len());
+                self.push_bytes(Chunk::whole(Arc::new(header)));
+            }
         }
         self.push_bytes(chunk);
     }
 
-    /// Queues lines that are the last this client will see: its input line is not drawn
-    /// again after them.
+    /// Queues lines that are the last this client will see: a telnet client's input line
+    /// is not drawn again after them, a browser gets a close frame (1001, going away) after
+    /// them.
     pub(crate) fn push_last(&mut self, chunk: Chunk) {
         let chunk = self.encode(chunk);
         self.push(chunk);
-        if let Some(screen) = &mut self.screen {
-            screen.stop_redrawing();
+        match &mut self.encoding {
+            Encoding::Plain => {}
+            Encoding::Telnet(screen) => screen.stop_redrawing(),
+            Encoding::WebSocket => {
+                let close = websocket::close_frame(websocket::CloseCode::Away, "");
+                self.push_bytes(Chunk::whole(Arc::new(close)));
+            }
         }
     }
 
-    /// Queues what the client's thread asked for (negotiation answers, echo); the client
-    /// is a telnet client from now on.
-    pub(crate) fn push_terminal_update(&mut self, update: TerminalUpdate) {
-        let screen = self.screen.get_or_insert_with(Box::default);
-        if let Some(input_line) = screen.redraw() {
+    /// Queues what the client's thread asked to be written as it is (telnet answers and
+    /// echo, WebSocket control frames). A plain client that sends it is a telnet client
+    /// from now on.
+    pub(crate) fn push_direct(&mut self, output: DirectOutput) {
+        if let Encoding::Plain = self.encoding {
+            self.encoding = Encoding::Telnet(Box::default());
+        }
+        if let Encoding::Telnet(screen) = &mut self.encoding
+            && let Some(input_line) = screen.redraw()
+        {
             // The echo continues the line as the client last saw it.
             self.push_bytes(Chunk::whole(input_line));
         }
-        self.push_bytes(Chunk::whole(Arc::new(update.bytes)));
-        if let Some(screen) = &mut self.screen {
-            screen.set_input_line(update.input_line);
+        self.push_bytes(Chunk::whole(Arc::new(output.bytes)));
+        if let Encoding::Telnet(screen) = &mut self.encoding {
+            screen.set_input_line(output.input_line);
         }
     }
 
@@ -194,7 +235,9 @@ impl Outbox {
 
     /// Sends what the kernel takes right now, without blocking.
     pub(crate) fn send_available(&mut self, stream: &TcpStream) -> io::Result<()> {
-        if let Some(input_line) = self.screen.as_mut().and_then(|screen| screen.redraw()) {
+        if let Encoding::Telnet(screen) = &mut self.encoding
+            && let Some(input_line) = screen.redraw()
+        {
             self.push_bytes(Chunk::whole(input_line));
         }
         let socket = SockRef::from(stream);

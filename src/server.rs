@@ -23,6 +23,8 @@ use crate::config::Config;
 use crate::error::{Error, describe};
 use crate::limits::Places;
 use crate::shutdown::{ConnectionId, Control, ShutdownHandle, Supervisor};
+use crate::transport::Transport;
+use crate::web;
 
 /// How many connections may wait in the kernel's accept queue (capped by somaxconn).
 /// Large, so a class connecting at once or a load test is not refused.
@@ -63,6 +65,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Lets a service stop the whole server (the dump subcommand does when its file fails).
     pub shutdown: ShutdownHandle,
+    /// The listener it came in on.
+    pub transport: Transport,
 }
 
 /// What one read from a client gave.
@@ -181,12 +185,34 @@ pub trait Service: Send + Sync + 'static {
 /// Binds the listening socket: address reuse on (a restarted server does not wait for old
 /// connections in TIME_WAIT), a large backlog, and `::` accepting IPv4 too.
 pub fn bind(config: &Config) -> Result<TcpListener, Error> {
-    let address = format_host_port(&config.host, config.port);
+    bind_to(&config.host, config.port)
+}
+
+/// Binds the `--web` listener, if asked for: `PORT` listens on the main host, `HOST:PORT`
+/// (`[::]:PORT` for IPv6) where it says.
+pub fn bind_web(config: &Config) -> Result<Option<TcpListener>, Error> {
+    let Some(spec) = &config.web else {
+        return Ok(None);
+    };
+    let bad_spec = || Error::Listen {
+        address: spec.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "expected PORT or HOST:PORT"),
+    };
+    let (host, port) = match spec.rsplit_once(':') {
+        Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port),
+        None => (config.host.as_str(), spec.as_str()),
+    };
+    let port = port.parse().map_err(|_| bad_spec())?;
+    bind_to(host, port).map(Some)
+}
+
+fn bind_to(host: &str, port: u16) -> Result<TcpListener, Error> {
+    let address = format_host_port(host, port);
     let listen_error = |source| Error::Listen {
         address: address.clone(),
         source,
     };
-    let socket_address = (config.host.as_str(), config.port)
+    let socket_address = (host, port)
         .to_socket_addrs()
         .map_err(listen_error)?
         .next()
@@ -213,6 +239,7 @@ fn format_host_port(host: &str, port: u16) -> String {
 /// A running server: its threads accept and serve until it is shut down.
 pub struct Server {
     local_addr: SocketAddr,
+    web_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     supervisor: JoinHandle<Result<(), Error>>,
 }
@@ -225,10 +252,25 @@ impl Server {
         config: &Config,
         service: Arc<dyn Service>,
     ) -> Result<Server, Error> {
-        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
-            address: format_host_port(&config.host, config.port),
-            source,
-        })?;
+        Server::start_listeners(listener, None, config, service)
+    }
+
+    /// [`Server::start`] with a second listener for the `--web` page and WebSocket; one
+    /// acceptor numbers the connections of both and one supervisor drains them.
+    pub fn start_listeners(
+        listener: TcpListener,
+        web_listener: Option<TcpListener>,
+        config: &Config,
+        service: Arc<dyn Service>,
+    ) -> Result<Server, Error> {
+        let address_of = |listener: &TcpListener| {
+            listener.local_addr().map_err(|source| Error::Listen {
+                address: format_host_port(&config.host, config.port),
+                source,
+            })
+        };
+        let local_addr = address_of(&listener)?;
+        let web_addr = web_listener.as_ref().map(address_of).transpose()?;
         let setup_error = |source| Error::Listen {
             address: local_addr.to_string(),
             source,
@@ -236,11 +278,15 @@ impl Server {
         // The acceptor waits in poll() for a connection or for a byte on this pipe, the
         // supervisor's way of telling it to stop.
         let (stop_receiver, stop_sender) = io::pipe().map_err(setup_error)?;
-        listener.set_nonblocking(true).map_err(setup_error)?;
+        let mut listeners = vec![(listener, Transport::Tcp)];
+        listeners.extend(web_listener.map(|listener| (listener, Transport::Web)));
+        for (listener, _) in &listeners {
+            listener.set_nonblocking(true).map_err(setup_error)?;
+        }
         let (control_sender, control_receiver) = crossbeam_channel::unbounded();
         let shutdown = ShutdownHandle::new(control_sender.clone());
         let acceptor = Acceptor {
-            listener,
+            listeners,
             config: config.clone(),
             service: Arc::clone(&service),
             control: control_sender,
@@ -258,11 +304,21 @@ impl Server {
                 source,
             })?;
         info!("listening on {local_addr}");
+        if let Some(web_addr) = web_addr {
+            info!("web page on {}", web::page_url(web_addr));
+        }
         for ip in addresses::reachable_addresses(local_addr) {
             info!(
                 "join with: {}",
                 addresses::join_command(ip, local_addr.port())
             );
+        }
+        for ip in web_addr
+            .map(addresses::reachable_addresses)
+            .unwrap_or_default()
+        {
+            let port = web_addr.map_or(0, |address| address.port());
+            info!("open {}", web::page_url(SocketAddr::new(ip, port)));
         }
         let supervisor = Supervisor::new(
             control_receiver,
@@ -280,6 +336,7 @@ impl Server {
             })?;
         Ok(Server {
             local_addr,
+            web_addr,
             shutdown,
             supervisor,
         })
@@ -288,6 +345,11 @@ impl Server {
     /// The address the server is bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the `--web` listener, if there is one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// A handle that asks this server to shut down, e.g. from a Ctrl-C handler.
@@ -312,7 +374,8 @@ impl Server {
 
 /// The accept loop, on its own thread.
 struct Acceptor {
-    listener: TcpListener,
+    /// The main listener first, then the web one if any.
+    listeners: Vec<(TcpListener, Transport)>,
     config: Config,
     service: Arc<dyn Service>,
     control: Sender<Control>,
@@ -330,31 +393,39 @@ enum AfterAccept {
 }
 
 enum Wake {
-    Incoming,
+    /// Connections wait on these listeners (indexes).
+    Incoming(Vec<usize>),
     Stop,
 }
 
 /// Blocks until a connection is waiting or the supervisor asks the acceptor to stop.
-fn wait_for_listener_or_stop(listener: &TcpListener, stop: &io::PipeReader) -> Wake {
-    let mut fds = [
-        libc::pollfd {
-            fd: listener.as_raw_fd(),
+fn wait_for_listeners_or_stop(
+    listeners: &[(TcpListener, Transport)],
+    stop: &io::PipeReader,
+) -> Wake {
+    let mut fds: Vec<libc::pollfd> = listeners
+        .iter()
+        .map(|(listener, _)| listener.as_raw_fd())
+        .chain([stop.as_raw_fd()])
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+        })
+        .collect();
     loop {
         if poll(&mut fds, None) > 0 {
-            return if fds[1].revents != 0 {
-                Wake::Stop
-            } else {
-                Wake::Incoming
-            };
+            let (stop, listening) = fds.split_last().expect("the stop pipe is polled");
+            if stop.revents != 0 {
+                return Wake::Stop;
+            }
+            let ready = listening
+                .iter()
+                .enumerate()
+                .filter(|(_, fd)| fd.revents != 0)
+                .map(|(index, _)| index)
+                .collect();
+            return Wake::Incoming(ready);
         }
         // Interrupted by a signal: wait again.
     }
@@ -362,33 +433,38 @@ fn wait_for_listener_or_stop(listener: &TcpListener, stop: &io::PipeReader) -> W
 
 impl Acceptor {
     fn run(mut self) {
-        loop {
-            match wait_for_listener_or_stop(&self.listener, &self.stop_receiver) {
+        'accepting: loop {
+            match wait_for_listeners_or_stop(&self.listeners, &self.stop_receiver) {
                 Wake::Stop => {
                     // Connections the kernel already completed are clients that believe
                     // they are connected and may have sent data: serve them too.
-                    self.accept_ready();
+                    for index in 0..self.listeners.len() {
+                        self.accept_ready(index);
+                    }
                     break;
                 }
-                Wake::Incoming => {
-                    if self.accept_ready() == AfterAccept::Stop {
-                        info!("serving one connection (--once): no longer accepting");
-                        break;
+                Wake::Incoming(ready) => {
+                    for index in ready {
+                        if self.accept_ready(index) == AfterAccept::Stop {
+                            info!("serving one connection (--once): no longer accepting");
+                            break 'accepting;
+                        }
                     }
                 }
             }
         }
-        drop(self.listener);
+        self.listeners.clear();
         info!("stopped accepting connections");
         let _ = self.control.send(Control::AcceptStopped);
     }
 
-    /// Accepts every connection waiting in the kernel's queue.
-    fn accept_ready(&mut self) -> AfterAccept {
+    /// Accepts every connection waiting in the kernel's queue of listener `index`.
+    fn accept_ready(&mut self, index: usize) -> AfterAccept {
+        let transport = self.listeners[index].1;
         loop {
-            match self.listener.accept() {
+            match self.listeners[index].0.accept() {
                 Ok((stream, peer)) => {
-                    if self.admit(stream, peer) {
+                    if self.admit(stream, peer, transport) {
                         self.in_error_burst = false;
                         if self.config.once {
                             return AfterAccept::Stop;
@@ -417,13 +493,13 @@ impl Acceptor {
     }
 
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) -> bool {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, transport: Transport) -> bool {
         let id = self.next_id;
         let slot = match self.places.take(id, peer.ip(), self.control.clone()) {
             Ok(slot) => slot,
             Err(refusal) => {
                 info!("refused {peer}: {}", refusal.reason());
-                refuse(&stream, &refusal.line());
+                refuse(&stream, transport, &refusal.line());
                 return false;
             }
         };
@@ -441,6 +517,7 @@ impl Acceptor {
             stream: Arc::clone(&stream),
             peer,
             shutdown: self.shutdown.clone(),
+            transport,
         };
         let service = Arc::clone(&self.service);
         debug!("connection #{id} from {peer}");
@@ -461,7 +538,7 @@ impl Acceptor {
                     warn!("cannot start a thread for {peer}: {}", describe(&error));
                     self.in_error_burst = true;
                 }
-                refuse(&stream, b"! server busy, try again later\n");
+                refuse(&stream, transport, b"! server busy, try again later\n");
                 thread::sleep(ACCEPT_BACKOFF);
                 None
             }
@@ -481,8 +558,17 @@ fn is_transient_accept_error(error: &io::Error) -> bool {
 }
 
 /// Sends a one-line reason and closes, without ever blocking the acceptor.
-fn refuse(stream: &TcpStream, line: &[u8]) {
-    let _ = SockRef::from(stream).send_with_flags(line, SEND_NOW);
+/// A browser gets the line as the body of a 503 response.
+fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
+    let response;
+    let bytes = match transport {
+        Transport::Tcp => line,
+        Transport::Web => {
+            response = web::unavailable_response(line);
+            &response
+        }
+    };
+    let _ = SockRef::from(stream).send_with_flags(bytes, SEND_NOW);
     let _ = stream.shutdown(Shutdown::Both);
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: real sockets on 127.0.0.1, the library in-process and the built binary.
 
 mod binary;
+mod browser;
 mod chat;
 mod dump;
 mod echo;
@@ -13,3 +14,4 @@ mod support;
 mod telnet_program;
 mod terminals;
 mod transcript;
+mod web;

@@ -8,15 +8,16 @@
 //! - `screen.rs`, in the client's outbox on the hub's thread: lines end in CR LF, and the
 //!   line being typed is cleared before incoming lines and drawn again after them.
 //!
-//! The client's thread never writes to its socket: what it wants written (answers, echo)
-//! goes to the hub in a [`TerminalUpdate`] with the lines of the same read, and the hub,
-//! the one writer, puts it in order with everything else it sends that client.
+//! The client's thread never writes to its socket: its answers and echo go to the hub as
+//! [`DirectOutput`] (see transport/mod.rs).
 
 mod echo;
 mod negotiation;
 mod screen;
 
 pub(crate) use screen::Screen;
+
+use super::DirectOutput;
 
 use echo::Echo;
 use negotiation::Negotiation;
@@ -45,7 +46,7 @@ impl Terminal {
 
     /// After a read: what the hub should write and show, if anything. `unfinished` is the
     /// line being typed, as the decoder holds it.
-    pub(crate) fn end_of_read(&mut self, unfinished: &[u8]) -> Option<Box<TerminalUpdate>> {
+    pub(crate) fn end_of_read(&mut self, unfinished: &[u8]) -> Option<Box<DirectOutput>> {
         if !self.negotiation.is_telnet() {
             return None;
         }
@@ -61,16 +62,6 @@ impl Terminal {
         if bytes.is_empty() {
             return None;
         }
-        Some(Box::new(TerminalUpdate { bytes, input_line }))
+        Some(Box::new(DirectOutput { bytes, input_line }))
     }
-}
-
-/// What a telnet client's thread asks the hub to write and show, before the lines it read.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct TerminalUpdate {
-    /// Negotiation answers, then the echo of what was typed.
-    pub bytes: Vec<u8>,
-    /// The line being typed, as the echo left it on the client's screen; `None` when the
-    /// client echoes for itself (line mode).
-    pub input_line: Option<String>,
 }

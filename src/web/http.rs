@@ -1,0 +1,201 @@
+//! The HTTP side of `--web`: reading one request within a deadline and a size cap, checking
+//! that it is meant for this server, and the responses.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The most a request's head (request line and headers) may take. 8 KiB: a browser's
+/// request with cookies fits many times over.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long a client has to send its whole request head. A slowloris client that trickles
+/// headers is cut off after this, whatever its pace.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Headers read at most.
+const MAX_HEADERS: usize = 32;
+
+/// What the responses carry so that the page can only talk to this server and load only
+/// its own script and style.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// The parts of a request the server acts on.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub method: String,
+    /// The path without its query.
+    pub path: String,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    /// `Upgrade: websocket` and `Connection: upgrade` were both asked for.
+    pub wants_websocket: bool,
+    pub websocket_key: Option<String>,
+    pub websocket_version: Option<String>,
+}
+
+/// Why a request could not be read.
+#[derive(Debug)]
+pub enum RequestError {
+    /// Not HTTP, or malformed: 400.
+    Malformed,
+    /// The head passed [`MAX_REQUEST_HEAD`]: 431.
+    TooLarge,
+    /// The deadline passed before the head was complete: 408.
+    TooSlow,
+    /// The client went away.
+    Closed,
+    Io(io::Error),
+}
+
+/// Reads one request head within [`REQUEST_DEADLINE`]; returns it with whatever bytes came
+/// after it (the start of a WebSocket stream).
+pub fn read_request(stream: &TcpStream) -> Result<(Request, Vec<u8>), RequestError> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RequestError::TooSlow);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(RequestError::Io)?;
+        let count = match (&*stream).read(&mut chunk) {
+            Ok(0) => return Err(RequestError::Closed),
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RequestError::TooSlow);
+            }
+            Err(error) => return Err(RequestError::Io(error)),
+        };
+        head.extend_from_slice(&chunk[..count]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&head) {
+            Ok(httparse::Status::Complete(length)) => {
+                let request = Request::from_parsed(&parsed);
+                return Ok((request, head[length..].to_vec()));
+            }
+            Ok(httparse::Status::Partial) if head.len() > MAX_REQUEST_HEAD => {
+                return Err(RequestError::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooLarge),
+            Err(_) => return Err(RequestError::Malformed),
+        }
+    }
+}
+
+impl Request {
+    fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Request {
+        let header = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case(name))
+                .and_then(|header| std::str::from_utf8(header.value).ok())
+                .map(|value| value.trim().to_owned())
+        };
+        let has_token = |name: &str, token: &str| {
+            parsed
+                .headers
+                .iter()
+                .filter(|header| header.name.eq_ignore_ascii_case(name))
+                .filter_map(|header| std::str::from_utf8(header.value).ok())
+                .flat_map(|value| value.split(','))
+                .any(|value| value.trim().eq_ignore_ascii_case(token))
+        };
+        let target = parsed.path.unwrap_or("/");
+        Request {
+            method: parsed.method.unwrap_or("").to_owned(),
+            path: target.split('?').next().unwrap_or("/").to_owned(),
+            host: header("host"),
+            origin: header("origin"),
+            wants_websocket: has_token("upgrade", "websocket")
+                && has_token("connection", "upgrade"),
+            websocket_key: header("sec-websocket-key"),
+            websocket_version: header("sec-websocket-version"),
+        }
+    }
+}
+
+/// The host part of a `Host` header or an origin's authority (`[::1]:80` gives `::1`).
+pub fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Writes a whole response and closes the sending side. Responses are small, so a
+/// client that does not read them still cannot hold this thread for long: the socket's
+/// send buffer takes them whole.
+pub fn respond(
+    stream: &TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\n\
+         Content-Type: {content_type}\r\n\
+         Content-Length: {}\r\n\
+         Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n\
+         X-Content-Type-Options: nosniff\r\n\
+         Referrer-Policy: no-referrer\r\n\
+         Cache-Control: no-cache\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    let mut writer = stream;
+    writer.write_all(head.as_bytes())?;
+    writer.write_all(body)?;
+    writer.flush()
+}
+
+/// A plain-text error response: `status` and one line saying why.
+pub fn respond_error(stream: &TcpStream, status: &str, why: &str) -> io::Result<()> {
+    respond(
+        stream,
+        status,
+        "text/plain; charset=utf-8",
+        format!("{why}\n").as_bytes(),
+    )
+}
+
+/// The 101 response that turns the connection into a WebSocket.
+pub fn respond_switching_protocols(stream: &TcpStream, key: &str) -> io::Result<()> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    let mut writer = stream;
+    writer.write_all(head.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_come_without_ports_or_brackets() {
+        assert_eq!(host_name("192.168.1.23:8080"), "192.168.1.23");
+        assert_eq!(host_name("chat.school.lan"), "chat.school.lan");
+        assert_eq!(host_name("[::1]:8080"), "::1");
+        assert_eq!(host_name("[fe80::1]"), "fe80::1");
+    }
+}

@@ -1,0 +1,550 @@
+// tcpchat in the browser: one WebSocket carrying the same lines an nc user sends and
+// receives. Plain script, no build step, no frameworks; everything the server says is
+// inserted as text (textContent / text nodes), never as HTML.
+'use strict';
+
+// ---- Reading server lines -------------------------------------------------------------
+// Pure functions, kept apart from the DOM so that they can be tried in Node. Nicks and
+// rooms are 1 to 20 of A-Z a-z 0-9 _ -, which is what keeps these patterns unambiguous.
+
+const NAME = '[A-Za-z0-9_-]{1,20}';
+const re = (source) => new RegExp('^' + source.replace(/NAME/g, NAME) + '$');
+const PATTERNS = {
+  time: /^(\d\d:\d\d )(.*)$/, // `/time on` prefixes every line
+  history: /^(\* history \d\d:\d\d )(.*)$/,
+  welcome: re('\\* welcome, (NAME)! .*'),
+  youRoom: re('\\* you are now in (NAME) \\((\\d+) here\\)'),
+  youNick: re('\\* you are now (NAME)'),
+  who: re('\\* in (NAME) \\((\\d+)\\): ?(.*)'),
+  rename: re('\\* (NAME) is now (NAME)'),
+  joined: re('\\* (.+) joined'),
+  leftOne: re('\\* (NAME) left \\((.*)\\)'),
+  leftMany: re('\\* (?:NAME \\(.*\\)|.* and \\d+ others?) left'),
+  wall: re('\\* notice from (NAME): (.*)'),
+  privateIn: re('\\[(NAME) -> you\\] (.*)'),
+  privateOut: re('\\[you -> (NAME)\\] (.*)'),
+  message: re('\\[(NAME)\\] (.*)'),
+  action: re('\\* (NAME) (.+)'),
+  taken: re('! nick (NAME) is taken'),
+};
+// `* WORD ...` lines from the server itself rather than someone's /me.
+const SYSTEM_WORDS = /^\* (you |rooms |in |welcome, |bye!$|server |idle timeout|timestamps |kicked |commands:|  |notice from )/;
+const MUTED = re('\\* NAME was (un)?muted( by NAME)?');
+
+// `a`, `a and b`, `a, b and c`, `a, b, c and 7 others` -> {names, more}, or null.
+function parseNames(text) {
+  let more = 0;
+  const others = text.match(/^(.*) and (\d+) others?$/);
+  if (others) {
+    text = others[1];
+    more = Number(others[2]);
+  }
+  let names = text.split(', ');
+  const last = names.pop();
+  const and = last.lastIndexOf(' and ');
+  if (and >= 0 && !others) names.push(last.slice(0, and), last.slice(and + 5));
+  else names.push(last);
+  const ok = names.every((n) => re('NAME').test(n));
+  return ok ? { names, more } : null;
+}
+
+// One line from the server -> {kind, ...fields}; `prefix` is a `/time on` clock.
+function parseLine(line) {
+  let prefix = '';
+  const timed = line.match(PATTERNS.time);
+  if (timed) [, prefix, line] = timed;
+  const p = parseBody(line);
+  p.prefix = prefix;
+  return p;
+}
+
+function parseBody(body) {
+  let m;
+  const P = PATTERNS;
+  if ((m = body.match(P.history))) return { kind: 'history', body, head: m[1], inner: parseBody(m[2]) };
+  if ((m = body.match(P.welcome))) return { kind: 'welcome', body, nick: m[1] };
+  if ((m = body.match(P.youRoom))) return { kind: 'you-room', body, room: m[1], count: Number(m[2]) };
+  if ((m = body.match(P.youNick))) return { kind: 'you-nick', body, nick: m[1] };
+  if ((m = body.match(P.who))) return { kind: 'who', body, room: m[1], names: m[3] ? m[3].split(', ') : [] };
+  if ((m = body.match(P.rename))) return { kind: 'rename', body, old: m[1], nick: m[2] };
+  if ((m = body.match(P.leftOne))) return { kind: 'left', body, names: [m[1]], more: 0 };
+  if (P.leftMany.test(body)) return { kind: 'left', body, names: null, more: 0 };
+  if ((m = body.match(P.joined)) && (m = parseNames(m[1]))) return { kind: 'joined', body, ...m };
+  if ((m = body.match(P.wall))) return { kind: 'wall', body, nick: m[1], text: m[2] };
+  if ((m = body.match(P.privateIn))) return { kind: 'private', body, nick: m[1], text: m[2], head: '[', tail: ' -> you] ' };
+  if ((m = body.match(P.privateOut))) return { kind: 'private', body, nick: m[1], text: m[2], head: '[you -> ', tail: '] ' };
+  if ((m = body.match(P.message))) return { kind: 'message', body, nick: m[1], text: m[2] };
+  if ((m = body.match(P.taken))) return { kind: 'error', body, taken: m[1] };
+  if (body === '* bye!') return { kind: 'bye', body };
+  if (body.startsWith('* you were kicked by ')) return { kind: 'kicked', body };
+  if (SYSTEM_WORDS.test(body) || MUTED.test(body)) return { kind: 'notice', body };
+  if ((m = body.match(P.action))) return { kind: 'action', body, nick: m[1], text: m[2] };
+  if (body.startsWith('* ')) return { kind: 'notice', body };
+  if (body.startsWith('! ')) return { kind: 'error', body };
+  return { kind: 'other', body }; // e.g. message-of-the-day lines
+}
+
+// Stable hue for a nick (FNV-1a over its lower-case form: nicks are unique ignoring case).
+function nickHue(nick) {
+  let h = 0x811c9dc5;
+  for (const ch of nick.toLowerCase()) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b); // mix, so guest-1, guest-2... spread out
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return ((h ^ (h >>> 16)) >>> 0) % 360;
+}
+
+// `X_2`, `X_3`, ... within 20 characters, for a nick someone else holds after a reconnect.
+function nickCandidate(base, n) {
+  const suffix = '_' + n;
+  return base.slice(0, 20 - suffix.length) + suffix;
+}
+
+// Reconnect delay: 1 s doubling up to 30 s, each with +-20 % jitter, never over 30 s.
+function backoffDelay(attempt, random = Math.random) {
+  const base = Math.min(30000, 1000 * 2 ** attempt);
+  return Math.round(Math.min(30000, base * (0.8 + 0.4 * random())));
+}
+
+if (typeof module === 'object') {
+  module.exports = { parseLine, parseNames, nickHue, nickCandidate, backoffDelay };
+}
+
+// ---- The page ------------------------------------------------------------------------
+if (typeof document === 'object') document.addEventListener('DOMContentLoaded', startPage);
+
+function startPage() {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    messages: $('messages'), input: $('input'), composer: $('composer'), status: $('status'),
+    reconnect: $('reconnect'), nick: $('nick'), room: $('room'), sideRoom: $('side-room'),
+    people: $('people'), peopleCount: $('people-count'), toggle: $('people-toggle'),
+    side: $('side'), jump: $('jump'),
+  };
+  const params = new URLSearchParams(location.search);
+  const projector = params.get('view') === 'projector';
+  const startRoom = params.get('room');
+  const BASE_TITLE = 'tcpchat';
+  const MAX_LINES = 1000; // a projector left on all day must not grow without bound
+  const COUNTED = new Set(['message', 'private', 'action', 'wall']); // for the tab title
+
+  const state = {
+    ws: null, open: false, partial: '',
+    nick: '', room: 'lobby', people: new Map(), // lower-case nick -> nick
+    stopped: false, // the user quit (or was kicked): wait for the reconnect button
+    attempt: 0, retryTimer: 0,
+    wantedNick: '', // chosen with /nick, asked for again after a reconnect
+    wantedRoom: startRoom && re('NAME').test(startRoom) ? startRoom : 'lobby',
+    restoring: null, // {base, n, candidate} while getting the wanted nick back
+    whoQueue: [], // 'auto' or 'user' for each /who sent, answered in order
+    whoTimer: 0,
+    sent: [], recall: 0, draft: '',
+    unread: 0,
+    batch: null, // notes made while a frame is read, shown after its line
+  };
+
+  // -- Rendering: text only, nicks coloured by a CSS custom property set through CSSOM.
+  function nickSpan(nick) {
+    const span = document.createElement('span');
+    span.className = 'nick';
+    span.textContent = nick;
+    span.style.setProperty('--hue', String(nickHue(nick)));
+    return span;
+  }
+
+  function span(cls, text) {
+    const s = document.createElement('span');
+    s.className = cls;
+    s.textContent = text;
+    return s;
+  }
+
+  function bodyNodes(p) {
+    const t = (s) => document.createTextNode(s);
+    switch (p.kind) {
+      case 'history': return [span('meta', p.head), ...bodyNodes(p.inner)];
+      case 'message': return [t('['), nickSpan(p.nick), t('] ' + p.text)];
+      case 'private': return [t(p.head), nickSpan(p.nick), t(p.tail + p.text)];
+      case 'action': return [t('* '), nickSpan(p.nick), t(' ' + p.text)];
+      case 'wall': return [t('* notice from '), nickSpan(p.nick), t(': ' + p.text)];
+      default: return [t(p.body)];
+    }
+  }
+
+  function lineElement(p, extra) {
+    const div = document.createElement('div');
+    const kind = p.kind === 'history' ? 'history kind-' + p.inner.kind : 'kind-' + p.kind;
+    div.className = 'line ' + kind + (extra ? ' ' + extra : '');
+    if (p.prefix) div.appendChild(span('meta', p.prefix));
+    for (const node of bodyNodes(p)) div.appendChild(node);
+    const text = p.kind === 'history' ? p.inner.text : p.text;
+    if (state.nick && text && p.nick !== state.nick && mentions(text)) div.classList.add('mention');
+    return div;
+  }
+
+  function mentions(text) {
+    return new RegExp('(^|[^A-Za-z0-9_-])' + state.nick + '($|[^A-Za-z0-9_-])', 'i').test(text);
+  }
+
+  // Lines the page says itself (not from the server): class `note`, not `line`.
+  function note(text, cls) {
+    const div = document.createElement('div');
+    div.className = 'note' + (cls ? ' ' + cls : '');
+    div.textContent = text;
+    if (state.batch) state.batch.push(div); // after the server line that caused it
+    else append([div]);
+  }
+
+  // -- Scrolling: follow new lines only when the reader is already at the bottom.
+  function atBottom() {
+    const m = ui.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
+  }
+
+  function append(nodes) {
+    if (!nodes.length) return;
+    const follow = projector || atBottom();
+    for (const node of nodes) ui.messages.appendChild(node);
+    while (ui.messages.childElementCount > MAX_LINES) ui.messages.firstElementChild.remove();
+    if (follow) scrollToEnd();
+    else ui.jump.hidden = false;
+  }
+
+  function scrollToEnd() {
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+    ui.jump.hidden = true;
+  }
+
+  // -- Header, people list and status: kept current from what the server says.
+  function setNick(nick) {
+    state.nick = nick;
+    ui.nick.textContent = nick;
+    ui.nick.style.setProperty('--hue', String(nickHue(nick)));
+    renderPeople();
+  }
+
+  function setRoom(room) {
+    state.room = room;
+    ui.room.textContent = room;
+    ui.sideRoom.textContent = room;
+  }
+
+  function setPeople(names) {
+    state.people = new Map(names.map((n) => [n.toLowerCase(), n]));
+    renderPeople();
+  }
+
+  function renderPeople() {
+    const names = [...state.people.values()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    const items = names.map((name) => {
+      const li = document.createElement('li');
+      if (name.toLowerCase() === state.nick.toLowerCase()) li.className = 'me';
+      const inner = projector ? nickSpan(name) : document.createElement('button');
+      if (!projector) {
+        inner.type = 'button';
+        inner.className = 'nick';
+        inner.textContent = name;
+        inner.style.setProperty('--hue', String(nickHue(name)));
+        inner.title = 'send a private message to ' + name;
+        inner.addEventListener('click', () => startPrivate(name));
+      }
+      li.appendChild(inner);
+      return li;
+    });
+    ui.people.replaceChildren(...items);
+    ui.peopleCount.textContent = String(names.length);
+  }
+
+  function setStatus(stateName, text) {
+    ui.status.dataset.state = stateName;
+    ui.status.title = '';
+    ui.status.textContent = text;
+    document.body.dataset.connection = stateName;
+    ui.reconnect.hidden = stateName !== 'disconnected';
+    ui.reconnect.textContent = state.stopped ? 'reconnect' : 'reconnect now';
+  }
+
+  // -- What each server line changes, besides being shown. Returns false to hide it.
+  function apply(p) {
+    switch (p.kind) {
+      case 'welcome': return onWelcome(p.nick);
+      case 'you-nick': return onNickChanged(p.nick);
+      case 'you-room':
+        setRoom(p.room);
+        state.wantedRoom = p.room;
+        setPeople([]);
+        sendWho('auto');
+        return true;
+      case 'who': {
+        setRoom(p.room);
+        setPeople(p.names);
+        return state.whoQueue.shift() !== 'auto';
+      }
+      case 'rename':
+        if (state.people.delete(p.old.toLowerCase())) state.people.set(p.nick.toLowerCase(), p.nick);
+        renderPeople();
+        return true;
+      case 'joined':
+        for (const n of p.names) state.people.set(n.toLowerCase(), n);
+        renderPeople();
+        if (p.more) refreshPeopleSoon();
+        return true;
+      case 'left':
+        if (p.names) {
+          state.people.delete(p.names[0].toLowerCase());
+          renderPeople();
+        } else refreshPeopleSoon(); // reasons may hold any text: ask instead of guessing
+        return true;
+      case 'bye':
+      case 'kicked':
+        state.stopped = true; // being told to go is not a reason to come straight back
+        return true;
+      case 'error':
+        if (p.taken) onNickTaken(p.taken);
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  function onWelcome(nick) {
+    state.open = true;
+    state.attempt = 0;
+    setNick(nick);
+    setRoom('lobby');
+    setStatus('connected', 'connected');
+    setPeople([]);
+    ui.side.classList.remove('stale');
+    state.whoQueue = [];
+    state.restoring = null;
+    const lines = [];
+    if (state.wantedNick && state.wantedNick.toLowerCase() !== nick.toLowerCase()) {
+      state.restoring = { base: state.wantedNick, n: 1, candidate: state.wantedNick };
+      lines.push('/nick ' + state.wantedNick);
+    }
+    if (state.wantedRoom.toLowerCase() !== 'lobby') lines.push('/join ' + state.wantedRoom); // its /who follows
+    if (lines.length) sendLines(lines);
+    if (!lines.some((l) => l.startsWith('/join '))) sendWho('auto');
+    return true;
+  }
+
+  function onNickChanged(nick) {
+    const r = state.restoring;
+    if (r && nick.toLowerCase() === r.candidate.toLowerCase()) {
+      if (r.n > 1) note(`${r.base} was still taken, so you are now ${nick}; /nick ${r.base} tries again`, 'warn');
+      state.restoring = null;
+    } else {
+      state.wantedNick = nick;
+    }
+    setNick(nick);
+    return true;
+  }
+
+  function onNickTaken(nick) {
+    const r = state.restoring;
+    if (!r || nick.toLowerCase() !== r.candidate.toLowerCase()) return;
+    r.n += 1;
+    if (r.n > 50) {
+      note(`could not get ${r.base} or a variant back; you are ${state.nick}`, 'warn');
+      state.restoring = null;
+      return;
+    }
+    r.candidate = nickCandidate(r.base, r.n);
+    note(`${nick} is taken (your old connection may not have timed out yet); trying ${r.candidate}`, 'warn');
+    sendLines(['/nick ' + r.candidate]);
+  }
+
+  function refreshPeopleSoon() {
+    clearTimeout(state.whoTimer);
+    state.whoTimer = setTimeout(() => state.open && sendWho('auto'), 300);
+  }
+
+  // -- Incoming frames: whole lines ending in "\n" (a partial tail is kept, to be safe).
+  function onFrame(data) {
+    const pieces = (state.partial + data).split('\n');
+    state.partial = pieces.pop();
+    const nodes = [];
+    for (const raw of pieces) {
+      const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+      const p = parseLine(line);
+      const shown = lineElement(p); // before apply(): a mention is judged by the old nick
+      state.batch = [];
+      if (apply(p)) nodes.push(shown);
+      nodes.push(...state.batch);
+      state.batch = null;
+      if (COUNTED.has(p.kind)) countUnread();
+    }
+    append(nodes);
+  }
+
+  // -- Connection: reconnect with backoff unless the user quit.
+  function connect() {
+    clearTimeout(state.retryTimer);
+    if (state.ws) state.ws.close();
+    state.ws = null;
+    state.partial = '';
+    setStatus('connecting', 'connecting...');
+    let ws;
+    try {
+      ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+    } catch (err) {
+      return scheduleRetry();
+    }
+    state.ws = ws;
+    ws.addEventListener('message', (e) => ws === state.ws && typeof e.data === 'string' && onFrame(e.data));
+    ws.addEventListener('close', () => ws === state.ws && onClose());
+  }
+
+  function onClose() {
+    const wasOpen = state.open;
+    state.ws = null;
+    state.open = false;
+    state.whoQueue = [];
+    state.restoring = null;
+    if (wasOpen) note('disconnected', 'warn');
+    ui.side.classList.add('stale');
+    if (state.stopped) setStatus('disconnected', 'disconnected');
+    else scheduleRetry();
+  }
+
+  function scheduleRetry() {
+    const delay = backoffDelay(state.attempt);
+    state.attempt += 1;
+    setStatus('disconnected', 'disconnected, reconnecting...');
+    ui.status.title = `next try in ${Math.round(delay / 1000)} s`;
+    state.retryTimer = setTimeout(connect, delay);
+  }
+
+  function reconnectNow() {
+    state.stopped = false;
+    state.attempt = 0;
+    connect();
+  }
+
+  function sendLines(lines) {
+    state.ws.send(lines.map((l) => l + '\n').join(''));
+  }
+
+  function sendWho(who) {
+    state.whoQueue.push(who);
+    sendLines(['/who']);
+  }
+
+  // -- Typing: Enter sends; own messages are shown here since the server sends no copy.
+  function submit(text) {
+    if (!text.trim()) return;
+    const command = text.startsWith('//') ? null : text.match(/^\/(\S*)\s*(.*)$/);
+    const name = command ? command[1].toLowerCase() : null; // '' for a lone "/"
+    if (name === 'quit' && !state.open) {
+      state.stopped = true;
+      clearTimeout(state.retryTimer);
+      setStatus('disconnected', 'disconnected');
+      ui.input.value = '';
+      return;
+    }
+    if (!state.open) {
+      note('not connected: your line is still in the box', 'warn');
+      return;
+    }
+    if (name !== 'op') remember(text);
+    ui.input.value = '';
+    if (name === 'who') state.whoQueue.push('user');
+    if (name === 'quit') state.stopped = true;
+    sendLines([text]);
+    showOwn(text, name, command ? command[2].trim() : '');
+  }
+
+  function showOwn(text, name, rest) {
+    if (name === null) {
+      const said = text.trimEnd().replace(/^\/\//, '/'); // what the others see
+      append([lineElement({ kind: 'message', body: `[${state.nick}] ${said}`, nick: state.nick, text: said, prefix: '' }, 'mine')]);
+    } else if (name === 'me' && rest) {
+      append([lineElement({ kind: 'action', body: `* ${state.nick} ${rest}`, nick: state.nick, text: rest, prefix: '' }, 'mine')]);
+    } else if (name === 'op') {
+      note('> /op ********', 'echo');
+    } else if (name !== 'msg') { // the server echoes private messages itself
+      note('> ' + text.trim(), 'echo');
+    }
+  }
+
+  function remember(text) {
+    if (state.sent[state.sent.length - 1] !== text) state.sent.push(text);
+    if (state.sent.length > 200) state.sent.shift();
+    state.recall = state.sent.length;
+    state.draft = '';
+  }
+
+  // Up and Down walk through what was sent, like a shell; below the newest is the draft.
+  function recall(step) {
+    const next = state.recall + step;
+    if (next < 0 || next > state.sent.length) return;
+    if (state.recall === state.sent.length) state.draft = ui.input.value;
+    state.recall = next;
+    ui.input.value = next === state.sent.length ? state.draft : state.sent[next];
+    const end = ui.input.value.length;
+    requestAnimationFrame(() => ui.input.setSelectionRange(end, end));
+  }
+
+  function startPrivate(name) {
+    ui.input.value = `/msg ${name} `;
+    ui.input.focus();
+    ui.side.classList.remove('open');
+    ui.toggle.setAttribute('aria-expanded', 'false');
+  }
+
+  // -- Unread count in the title while the tab is hidden.
+  function countUnread() {
+    if (!document.hidden) return;
+    state.unread += 1;
+    document.title = `(${state.unread}) ${BASE_TITLE}`;
+  }
+
+  function onVisibility() {
+    if (document.hidden) return;
+    state.unread = 0;
+    document.title = BASE_TITLE;
+  }
+
+  // -- Wiring.
+  function wire() {
+    ui.reconnect.addEventListener('click', () => { reconnectNow(); ui.input.focus(); });
+    ui.jump.addEventListener('click', scrollToEnd);
+    ui.messages.addEventListener('scroll', () => atBottom() && (ui.jump.hidden = true));
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('online', () => !state.ws && !state.stopped && reconnectNow());
+    ui.toggle.addEventListener('click', () => {
+      const open = ui.side.classList.toggle('open');
+      ui.toggle.setAttribute('aria-expanded', String(open));
+    });
+    if (projector) {
+      document.body.classList.add('projector');
+      ui.composer.remove(); // read only
+      return;
+    }
+    ui.composer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      submit(ui.input.value);
+      ui.input.focus();
+    });
+    ui.input.addEventListener('keydown', (e) => {
+      if (e.isComposing) return;
+      if (e.key === 'ArrowUp') { e.preventDefault(); recall(-1); }
+      if (e.key === 'ArrowDown') { e.preventDefault(); recall(1); }
+    });
+    // Keep the focus in the box: clicks on the log (without selecting text, with a mouse)
+    // and printable keys typed elsewhere go back to it.
+    ui.messages.addEventListener('click', () => {
+      if (matchMedia('(pointer: fine)').matches && !String(getSelection())) ui.input.focus();
+    });
+    document.addEventListener('keydown', (e) => {
+      const t = e.target;
+      if (e.key.length !== 1 || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (t === ui.input || t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement) return;
+      if (t instanceof HTMLButtonElement && e.key === ' ') return; // space presses buttons
+      ui.input.focus();
+    });
+    ui.input.focus();
+  }
+
+  wire();
+  connect();
+}

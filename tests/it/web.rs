@@ -1,0 +1,343 @@
+//! `--web`: the page, the WebSocket chat beside nc clients, and every bad request refused
+//! without touching anyone else.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use tcpchat::{Config, Server};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+use crate::support::{LineClient, PATIENCE, start_chat};
+
+fn start_with_web(config: Config) -> (Server, SocketAddr) {
+    let server = start_chat(Config {
+        web: Some(String::from("127.0.0.1:0")),
+        ..config
+    });
+    let web = server.web_addr().expect("a web address");
+    (server, web)
+}
+
+/// A browser-like WebSocket client.
+struct Browser {
+    socket: WebSocket<TcpStream>,
+}
+
+impl Browser {
+    fn connect(web: SocketAddr) -> Browser {
+        let stream = TcpStream::connect(web).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let (socket, _) = tungstenite::client(format!("ws://{web}/ws"), stream).expect("handshake");
+        Browser { socket }
+    }
+
+    /// Connects and reads the welcome; returns the client and its nick.
+    fn join(web: SocketAddr) -> (Browser, String) {
+        let mut browser = Browser::connect(web);
+        let welcome = browser.expect_line("* welcome, ");
+        let nick = welcome["* welcome, ".len()..]
+            .split('!')
+            .next()
+            .expect("nick")
+            .to_owned();
+        (browser, nick)
+    }
+
+    fn send(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text))
+            .expect("send a text frame");
+    }
+
+    /// The next text frame; panics on anything else.
+    fn next_frame(&mut self) -> String {
+        loop {
+            match self.socket.read().expect("a frame within PATIENCE") {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until a line containing `pattern`; every frame must hold whole lines.
+    fn expect_line(&mut self, pattern: &str) -> String {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.next_frame();
+            assert!(frame.ends_with('\n'), "a frame of whole lines: {frame:?}");
+            for line in frame.lines() {
+                if line.contains(pattern) {
+                    return line.to_owned();
+                }
+                seen.push(line.to_owned());
+            }
+            assert!(seen.len() < 100, "no {pattern:?} in {seen:?}");
+        }
+    }
+
+    /// Reads until the server's close frame; returns its code.
+    fn expect_close(&mut self) -> CloseCode {
+        loop {
+            match self.socket.read() {
+                Ok(Message::Close(Some(frame))) => return frame.code,
+                Ok(Message::Close(None)) => panic!("a close frame without a code"),
+                Ok(_) => {}
+                Err(error) => panic!("no close frame: {error}"),
+            }
+        }
+    }
+}
+
+/// Sends raw bytes as one HTTP request and returns the whole response.
+fn http(web: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(web).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(request).expect("send request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn get(web: SocketAddr, path: &str) -> String {
+    http(
+        web,
+        format!("GET {path} HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn a_browser_and_an_nc_client_chat_both_ways() {
+    let (server, web) = start_with_web(Config::localhost());
+    let (mut nc, nc_nick) = LineClient::join(server.local_addr());
+    let (mut browser, browser_nick) = Browser::join(web);
+    nc.expect_line(&format!("* {browser_nick} joined"));
+
+    browser.send("hello from the web\n");
+    assert_eq!(
+        nc.expect_line("hello"),
+        format!("[{browser_nick}] hello from the web")
+    );
+    nc.send("hi from nc");
+    assert_eq!(
+        browser.expect_line("hi from nc"),
+        format!("[{nc_nick}] hi from nc")
+    );
+    // A frame holds one or more lines, handled exactly as typed lines; a frame's end ends
+    // its last line.
+    browser.send("/nick webby\nfirst\nsecond");
+    assert_eq!(browser.expect_line("you are now"), "* you are now webby");
+    assert_eq!(
+        nc.expect_line("is now"),
+        format!("* {browser_nick} is now webby")
+    );
+    assert_eq!(nc.next_line().as_deref(), Some("[webby] first"));
+    assert_eq!(nc.next_line().as_deref(), Some("[webby] second"));
+    browser.send("/who");
+    let who = browser.expect_line("* in lobby");
+    assert!(who.contains(&nc_nick) && who.contains("webby"), "{who}");
+}
+
+#[test]
+fn the_page_is_served_with_a_strict_content_security_policy() {
+    let (_server, web) = start_with_web(Config::localhost());
+    let page = get(web, "/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Security-Policy: default-src 'none'"),
+        "{page}"
+    );
+    assert!(page.contains("/app.js"), "{page}");
+    let projector = get(web, "/?view=projector");
+    assert!(projector.starts_with("HTTP/1.1 200 OK\r\n"), "{projector}");
+    for (path, content_type) in [("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        let response = get(web, path);
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response.contains(&format!("Content-Type: {content_type}")),
+            "{response}"
+        );
+    }
+    assert!(get(web, "/secret").starts_with("HTTP/1.1 404 "));
+    let post = http(
+        web,
+        format!("POST / HTTP/1.1\r\nHost: {web}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    );
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+}
+
+#[test]
+fn bad_requests_are_refused_while_others_chat_on() {
+    let (server, web) = start_with_web(Config::localhost());
+    let (mut alice, _) = LineClient::join(server.local_addr());
+    let (mut bob, bob_nick) = LineClient::join(server.local_addr());
+    alice.expect_line("joined");
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let cases = [
+        (
+            "not HTTP".to_owned(),
+            "hello there\r\n\r\n".to_owned(),
+            "400",
+        ),
+        (
+            "a Host that is not this server (DNS rebinding)".to_owned(),
+            "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_owned(),
+            "403",
+        ),
+        (
+            "no Host".to_owned(),
+            "GET / HTTP/1.1\r\n\r\n".to_owned(),
+            "403",
+        ),
+        (
+            "another site's page opening the socket".to_owned(),
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {web}\r\nOrigin: http://evil.example\r\n{upgrade}{key}Sec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            "403",
+        ),
+        (
+            "a handshake without a key".to_owned(),
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {web}\r\n{upgrade}Sec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            "400",
+        ),
+        (
+            "an old WebSocket version".to_owned(),
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: {web}\r\n{upgrade}{key}Sec-WebSocket-Version: 8\r\n\r\n"
+            ),
+            "426",
+        ),
+        (
+            "a huge request head".to_owned(),
+            format!(
+                "GET / HTTP/1.1\r\nHost: {web}\r\nX-Junk: {}\r\n\r\n",
+                "x".repeat(20_000)
+            ),
+            "431",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let response = http(web, request.as_bytes());
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {response}"
+        );
+    }
+    bob.send("still here");
+    assert_eq!(
+        alice.expect_line("still here"),
+        format!("[{bob_nick}] still here")
+    );
+}
+
+#[test]
+fn a_request_that_trickles_in_is_cut_off_at_the_deadline() {
+    let (server, web) = start_with_web(Config::localhost());
+    let mut slow = TcpStream::connect(web).expect("connect");
+    slow.set_read_timeout(Some(PATIENCE * 2)).expect("timeout");
+    slow.write_all(b"GET / HTTP/1.1\r\nX-Slow: ").expect("send");
+    // Others are served meanwhile.
+    let (mut browser, _) = Browser::join(web);
+    let (mut nc, nc_nick) = LineClient::join(server.local_addr());
+    nc.send("meanwhile");
+    assert_eq!(
+        browser.expect_line("meanwhile"),
+        format!("[{nc_nick}] meanwhile")
+    );
+    let mut response = String::new();
+    let _ = slow.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
+}
+
+#[test]
+fn frames_that_break_the_rules_close_that_socket_only() {
+    let (server, web) = start_with_web(Config {
+        max_line: 100,
+        ..Config::localhost()
+    });
+    let (mut nc, nc_nick) = LineClient::join(server.local_addr());
+
+    let (mut binary, _) = Browser::join(web);
+    binary
+        .socket
+        .send(Message::binary(vec![1, 2, 3]))
+        .expect("send binary");
+    assert_eq!(binary.expect_close(), CloseCode::Unsupported);
+
+    let (mut huge, _) = Browser::join(web);
+    huge.send(&"x".repeat(100_000));
+    assert_eq!(huge.expect_close(), CloseCode::Size);
+
+    // A line over --max-line is dropped with a reason, and the socket stays open.
+    let (mut long, long_nick) = Browser::join(web);
+    long.send(&"y".repeat(500));
+    long.expect_line("! line too long");
+    long.send("short");
+    assert_eq!(nc.expect_line("short"), format!("[{long_nick}] short"));
+
+    // An unmasked frame from a client is a protocol error (RFC 6455 5.1).
+    let mut raw = TcpStream::connect(web).expect("connect");
+    raw.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    raw.write_all(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("handshake");
+    raw.write_all(&[0x81, 0x02, b'h', b'i'])
+        .expect("unmasked frame");
+    let mut received = Vec::new();
+    let _ = raw.read_to_end(&mut received);
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    // A close frame (0x88) with status 1002 (0x03 0xea).
+    assert!(
+        received
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[2..4] == [0x03, 0xea]),
+        "{received:?}"
+    );
+
+    nc.send("all fine");
+    assert_eq!(
+        long.expect_line("all fine"),
+        format!("[{nc_nick}] all fine")
+    );
+}
+
+#[test]
+fn browsers_count_against_max_clients_and_hear_the_drain() {
+    let (server, web) = start_with_web(Config {
+        max_clients: 2,
+        drain_timeout: std::time::Duration::from_secs(0),
+        ..Config::localhost()
+    });
+    let (mut nc, _) = LineClient::join(server.local_addr());
+    let (mut browser, _) = Browser::join(web);
+    nc.expect_line("joined");
+    let full = get(web, "/");
+    assert!(full.starts_with("HTTP/1.1 503 "), "{full}");
+    server.shutdown();
+    browser.expect_line("* server is shutting down");
+    browser.expect_line("* server closed, bye!");
+    assert_eq!(browser.expect_close(), CloseCode::Away);
+    server.join().expect("clean exit");
+}
+
+#[test]
+fn an_idle_browser_is_timed_out_like_any_client() {
+    let (_server, web) = start_with_web(Config {
+        idle_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Config::localhost()
+    });
+    let (mut browser, _) = Browser::join(web);
+    browser.expect_line("* idle timeout, disconnecting, bye!");
+    assert_eq!(browser.expect_close(), CloseCode::Away);
+}
