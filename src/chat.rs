@@ -8,10 +8,12 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::append::AppendFile;
+use crate::cluster::{self, Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
 use crate::hub::{self, Event, HubSettings};
+use crate::limits;
 use crate::server::{Connection, Service};
 use crate::transport::Transport;
 use crate::web::{self, WebSettings};
@@ -24,6 +26,8 @@ const HUB_QUEUE_CAPACITY: usize = 1024;
 /// The chat room of the chapter: every line goes to everyone else.
 pub struct Chat {
     events: Sender<Event>,
+    /// With `--cluster`: its threads, stopped after the hub.
+    cluster: Mutex<Option<Cluster>>,
     transcript: Option<Arc<AppendFile>>,
     hub_thread: Mutex<Option<JoinHandle<()>>>,
     client_limits: ClientLimits,
@@ -42,6 +46,13 @@ impl Chat {
             Some(path) => Some(Arc::new(AppendFile::open(path, false)?)),
             None => None,
         };
+        let cluster = match &config.cluster {
+            Some(url) => Some(Cluster::start(
+                cluster_settings(config, url),
+                events.clone(),
+            )?),
+            None => None,
+        };
         let settings = HubSettings {
             max_line: config.max_line,
             max_pending: config.max_pending,
@@ -49,6 +60,7 @@ impl Chat {
             op_password: config.op_password.clone(),
             motd,
             transcript: transcript.clone(),
+            cluster: cluster.as_ref().map(|cluster| cluster.hub_link()),
         };
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))
@@ -59,6 +71,7 @@ impl Chat {
             })?;
         Ok(Chat {
             events,
+            cluster: Mutex::new(cluster),
             transcript,
             hub_thread: Mutex::new(Some(hub_thread)),
             client_limits: ClientLimits {
@@ -104,10 +117,34 @@ impl Service for Chat {
         {
             std::panic::resume_unwind(panic);
         }
+        // After the hub: the leaves of the drain are written to the stream first.
+        if let Some(cluster) = self.cluster.lock().take() {
+            cluster.stop();
+        }
         match &self.transcript {
             Some(transcript) => transcript.finish(),
             None => Ok(()),
         }
+    }
+}
+
+/// The cluster settings from the config: the node's name defaults to the host name and
+/// port (the process id when the port is chosen by the system).
+fn cluster_settings(config: &Config, url: &str) -> ClusterSettings {
+    let node = config.node_name.clone().unwrap_or_else(|| {
+        let host = limits::host_name();
+        match config.port {
+            0 => format!("{host}:pid{}", std::process::id()),
+            port => format!("{host}:{port}"),
+        }
+    });
+    ClusterSettings {
+        url: url.to_owned(),
+        redacted_url: cluster::redact(url),
+        node,
+        incarnation: cluster::now_millis(),
+        timeout: config.cluster_timeout,
+        history_entries: (config.history * 100).clamp(100, 10_000),
     }
 }
 

@@ -57,6 +57,16 @@ pub struct Config {
     /// `http://chat.school.lan:8080`; their host names are accepted in `Host` too. Default
     /// none: only pages served by this server, reached by its address or `localhost`.
     pub web_origins: Vec<String>,
+    /// Chat: join the cluster of nodes that share this Redis (or Valkey) URL,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`. Default `None`: a single node.
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes. Default: the host name and
+    /// port (`lab-1:4001`).
+    pub node_name: Option<String>,
+    /// How long a node may go without renewing its lease before the others count it lost
+    /// and announce its clients as gone. Default 10 s: long enough for a busy machine, short
+    /// enough that a class notices a crash within seconds.
+    pub cluster_timeout: Duration,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
     pub once: bool,
     /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
@@ -88,6 +98,9 @@ impl Default for Config {
             transcript: None,
             drain_timeout: Duration::from_secs(30),
             web: None,
+            cluster: None,
+            node_name: None,
+            cluster_timeout: Duration::from_secs(10),
             web_origins: Vec::new(),
             once: false,
             thread_stack_size: 64 * 1024,

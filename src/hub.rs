@@ -16,16 +16,21 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info};
 
 use crate::append::AppendFile;
+use crate::cluster::wire::Shared;
+use crate::cluster::{Incoming, Outgoing};
 use crate::error::describe;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
-use crate::protocol::{self, Input};
+use crate::protocol::Input;
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
 use crate::transport::{DirectOutput, Transport};
 
+mod cluster;
 mod commands;
 mod notices;
+mod shared;
 
+use cluster::ClusterView;
 use notices::{NoticeBatch, NoticeKind};
 
 /// After a wrong `/op` password, how long before the client may try again.
@@ -66,6 +71,8 @@ pub(crate) enum Event {
     CloseAll { done: Sender<()> },
     /// Every client thread has ended: return.
     Stop,
+    /// News from the cluster's threads (`--cluster`).
+    Cluster(Incoming),
 }
 
 /// Why a client left, as shown to the others in `* nick left (REASON)`.
@@ -119,6 +126,8 @@ pub(crate) struct HubSettings {
     pub motd: Option<SharedBytes>,
     /// Where every public line goes, with its time and room.
     pub transcript: Option<Arc<AppendFile>>,
+    /// With `--cluster`: where to send shared events, this node's name and incarnation.
+    pub cluster: Option<(crossbeam_channel::Sender<Outgoing>, String, u64)>,
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
@@ -135,6 +144,10 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
             dirty: Vec::new(),
             slow: Vec::new(),
         },
+        cluster: settings
+            .cluster
+            .clone()
+            .map(|(requests, node, incarnation)| ClusterView::new(requests, node, incarnation)),
         settings,
         transcript_pending: Vec::new(),
     };
@@ -183,6 +196,8 @@ struct Hub {
     /// Broadcast lines of this wake-up, not yet handed to the outboxes.
     round: Round,
     delivery: Delivery,
+    /// The other nodes, with `--cluster`.
+    cluster: Option<ClusterView>,
 }
 
 /// Bookkeeping of what has been queued since the last send.
@@ -244,6 +259,7 @@ impl Hub {
                 let _ = done.send(());
             }
             Event::Stop => return true,
+            Event::Cluster(incoming) => self.handle_cluster(incoming),
         }
         false
     }
@@ -255,7 +271,7 @@ impl Hub {
         peer: SocketAddr,
         transport: Transport,
     ) {
-        let nick = protocol::guest_nick(id);
+        let nick = self.guest_nick_for(id);
         info!("{nick} joined from {peer}");
         if !self.notices.is_joins() {
             // Leaves that happened before this client came are not its business.
@@ -280,7 +296,7 @@ impl Hub {
             },
         );
         self.rooms.enter(LOBBY);
-        let online = self.clients.len();
+        let online = self.online_count();
         let others = if online == 1 {
             String::from("you are the only one here")
         } else {
@@ -300,7 +316,11 @@ impl Hub {
             self.queue(id, line("* server is shutting down"));
         }
         self.send_history(id, LOBBY);
-        self.announce(NoticeKind::Joined, id, nick, LOBBY);
+        self.publish(Shared::Joined {
+            room: LOBBY,
+            id,
+            nick,
+        });
     }
 
     /// Removes a client: says `farewell` to it if given, closes it, and tells the others.
@@ -330,7 +350,17 @@ impl Hub {
         let _ = client.stream.shutdown(how);
         info!("{} ({}) left: {reason}", client.nick, client.peer);
         let room = client.room;
-        self.announce(NoticeKind::Left(reason), id, client.nick, room);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.claimed_at.remove(&id);
+            cluster.pending_renames.remove(&id);
+            cluster.request(Outgoing::ReleaseNick(client.nick.clone()));
+        }
+        self.publish(Shared::Left {
+            room,
+            id,
+            nick: client.nick,
+            reason: reason.to_string(),
+        });
         self.rooms.leave(room);
     }
 

@@ -17,6 +17,7 @@
 pub mod addresses;
 pub mod append;
 pub mod chat;
+mod cluster;
 pub mod config;
 mod connection;
 pub mod dump;

@@ -125,6 +125,21 @@ struct SharedOptions {
     /// (repeatable); its host name is accepted as Host too.
     #[arg(long, global = true, value_name = "ORIGIN")]
     web_origin: Vec<String>,
+    /// Chat: join the nodes that share this Redis, redis://[:PASSWORD@]HOST:PORT[/DB].
+    #[arg(
+        long,
+        global = true,
+        env = "TCPCHAT_CLUSTER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    cluster: Option<String>,
+    /// Chat: this node's name in the cluster [default: host name and port].
+    #[arg(long, global = true, value_name = "NAME")]
+    node_name: Option<String>,
+    /// Chat: a node silent this long is lost; its clients are announced as gone.
+    #[arg(long, global = true, default_value_t = DEFAULTS.cluster_timeout.as_secs(), value_name = "SECS")]
+    cluster_timeout: u64,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = DEFAULTS.drain_timeout.as_secs(), value_name = "SECS")]
     drain_timeout: u64,
@@ -160,6 +175,9 @@ impl SharedOptions {
             transcript: self.transcript.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             web: self.web.clone(),
+            cluster: self.cluster.clone().filter(|url| !url.is_empty()),
+            node_name: self.node_name.clone(),
+            cluster_timeout: Duration::from_secs(self.cluster_timeout.max(1)),
             web_origins: self.web_origin.clone(),
             once: self.once,
             ..Config::default()

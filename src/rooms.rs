@@ -85,6 +85,11 @@ impl Rooms {
 
     /// Remembers a public line said in the room now.
     pub(crate) fn record(&mut self, id: RoomId, line: String) {
+        self.record_at(id, line, SystemTime::now());
+    }
+
+    /// Remembers a public line said in the room at `said_at`.
+    pub(crate) fn record_at(&mut self, id: RoomId, line: String, said_at: SystemTime) {
         if self.history_len == 0 {
             return;
         }
@@ -92,7 +97,7 @@ impl Rooms {
             if room.history.len() == self.history_len {
                 room.history.pop_front();
             }
-            room.history.push_back((SystemTime::now(), line));
+            room.history.push_back((said_at, line));
         }
     }
 
@@ -104,11 +109,14 @@ impl Rooms {
             .flat_map(|room| room.history.iter())
     }
 
-    /// Every room with its member count, by name.
+    /// Every room with its member count, by name. (An empty room other than the lobby
+    /// exists only to keep the history a cluster shares: it is not listed.)
     pub(crate) fn list(&self) -> Vec<(&str, usize)> {
         let mut list: Vec<(&str, usize)> = self
             .rooms
-            .values()
+            .iter()
+            .filter(|(id, room)| room.members > 0 || **id == LOBBY)
+            .map(|(_, room)| room)
             .map(|room| (room.name.as_str(), room.members))
             .collect();
         list.sort_by_key(|(name, _)| name.to_ascii_lowercase());

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::notices::NoticeKind;
 use super::{Hub, LeaveReason, OP_RETRY_DELAY};
+use crate::cluster::wire::Shared;
+use crate::cluster::{Outgoing, now_millis};
 use crate::outbox::line;
 use crate::protocol::{self, Input, NickError};
-use crate::rooms::{LOBBY, RoomId, clock_time};
+use crate::rooms::{RoomId, clock_time};
 use crate::shutdown::ConnectionId;
 
 impl Hub {
@@ -48,12 +49,12 @@ impl Hub {
         self.flush_notices();
         self.commit_round();
         let new_name = self.rooms.name(new_room).to_owned();
-        self.announce(
-            NoticeKind::Left(LeaveReason::Moved(new_name.clone())),
+        self.publish(Shared::Left {
+            room: old_room,
             id,
-            nick.to_owned(),
-            old_room,
-        );
+            nick: nick.to_owned(),
+            reason: LeaveReason::Moved(new_name.clone()).to_string(),
+        });
         self.flush_notices();
         self.commit_round();
         self.rooms.leave(old_room);
@@ -62,10 +63,18 @@ impl Hub {
             client.room = new_room;
             info!("{nick} ({}) is now in {new_name}", client.peer);
         }
-        let here = self.clients.values().filter(|c| c.room == new_room).count();
+        let here = self.clients.values().filter(|c| c.room == new_room).count()
+            + self
+                .cluster
+                .as_ref()
+                .map_or(0, |c| c.remote_in(new_room).count());
         self.reply(id, format!("* you are now in {new_name} ({here} here)"));
         self.send_history(id, new_room);
-        self.announce(NoticeKind::Joined, id, nick.to_owned(), new_room);
+        self.publish(Shared::Joined {
+            room: new_room,
+            id,
+            nick: nick.to_owned(),
+        });
     }
 
     pub(super) fn handle_input(&mut self, id: ConnectionId, input: Input) {
@@ -100,17 +109,19 @@ impl Hub {
             Input::Unmute(target) => self.set_muted(id, &nick, &target, false),
             Input::Wall(text) => {
                 info!("{nick} to every room: {text}");
-                self.broadcast(None, &["* notice from ", &nick, ": ", &text], None);
+                let line = format!("* notice from {nick}: {text}");
+                self.publish(Shared::Notice { room: None, line });
             }
-            Input::Message(text) => self.say(id, room, &["[", &nick, "] ", &text]),
-            Input::Me(action) => self.say(id, room, &["* ", &nick, " ", &action]),
-            Input::Nick(new_nick) => self.rename(id, &nick, new_nick),
+            Input::Message(text) => self.say(id, room, nick, &["[", "", "] ", &text]),
+            Input::Me(action) => self.say(id, room, nick, &["* ", "", " ", &action]),
+            Input::Nick(new_nick) => self.rename(id, new_nick),
             Input::Who => {
                 let mut nicks: Vec<&str> = self
                     .clients
                     .values()
                     .filter(|c| c.room == room)
                     .map(|c| c.nick.as_str())
+                    .chain(self.cluster.iter().flat_map(|c| c.remote_in(room)))
                     .collect();
                 nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
                 let text = format!(
@@ -147,7 +158,17 @@ impl Hub {
                     self.queue(target, line(&format!("[{nick} -> you] {text}")));
                     self.queue(id, line(&format!("[you -> {target_nick}] {text}")));
                 }
-                None => self.reply(id, format!("! no such nick: {to}")),
+                None => match self.remote_nick(&to) {
+                    Some(target_nick) => {
+                        self.reply(id, format!("[you -> {target_nick}] {text}"));
+                        self.publish(Shared::Private {
+                            from: nick,
+                            to: target_nick,
+                            text,
+                        });
+                    }
+                    None => self.reply(id, format!("! no such nick: {to}")),
+                },
             },
             Input::Help => {
                 self.flush_notices();
@@ -170,10 +191,15 @@ impl Hub {
     }
 
     /// A message or `/me` from `id`: to the others in the room, and into its history.
-    fn say(&mut self, id: ConnectionId, room: RoomId, parts: &[&str]) {
-        let text = parts.concat();
-        self.broadcast(Some(room), &[&text], Some(id));
-        self.rooms.record(room, text);
+    /// `parts` has an empty slot where the nick goes.
+    fn say(&mut self, id: ConnectionId, room: RoomId, nick: String, parts: &[&str; 4]) {
+        let line = [parts[0], &nick, parts[2], parts[3]].concat();
+        self.publish(Shared::Said {
+            room,
+            id,
+            nick,
+            line,
+        });
     }
 
     /// `/op PASSWORD`. A wrong password makes the client wait OP_RETRY_DELAY before it
@@ -205,7 +231,14 @@ impl Hub {
         self.nick_owners.get(&nick.to_ascii_lowercase()).copied()
     }
 
+    /// The nick as spelled by its owner on another node, if someone there has it.
+    pub(super) fn remote_nick(&self, nick: &str) -> Option<String> {
+        let member = self.cluster.as_ref()?.remote_holder(nick)?;
+        Some(member.nick.clone())
+    }
+
     /// `/kick NICK [REASON]`: the target is told why and closed; its room sees it leave.
+    /// A target on another node is kicked there.
     pub(super) fn kick(
         &mut self,
         id: ConnectionId,
@@ -213,29 +246,31 @@ impl Hub {
         target: &str,
         reason: Option<String>,
     ) {
-        let Some(target_id) = self.find_nick(target) else {
-            return self.reply(id, format!("! no such nick: {target}"));
+        let target_nick = match self.find_nick(target) {
+            Some(target_id) => {
+                let target_nick = self.clients[&target_id].nick.clone();
+                self.kick_here(target_id, operator, reason);
+                if target_id == id {
+                    return;
+                }
+                target_nick
+            }
+            None => match self.remote_nick(target) {
+                Some(target_nick) => {
+                    self.publish(Shared::Kick {
+                        target: target_nick.clone(),
+                        by: operator.to_owned(),
+                        reason,
+                    });
+                    target_nick
+                }
+                None => return self.reply(id, format!("! no such nick: {target}")),
+            },
         };
-        let target_nick = self.clients[&target_id].nick.clone();
-        info!(
-            "{operator} kicked {target_nick}{}",
-            reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
-        );
-        let farewell = match &reason {
-            Some(reason) => format!("* you were kicked by {operator}: {reason}"),
-            None => format!("* you were kicked by {operator}"),
-        };
-        let leave = LeaveReason::Kicked {
-            by: operator.to_owned(),
-            reason,
-        };
-        self.remove(target_id, leave, Some(&farewell));
-        if target_id != id {
-            self.reply(id, format!("* kicked {target_nick}"));
-        }
+        self.reply(id, format!("* kicked {target_nick}"));
     }
 
-    /// `/mute NICK` and `/unmute NICK`, announced in the target's room.
+    /// `/mute NICK` and `/unmute NICK`, announced in the target's room, on any node.
     pub(super) fn set_muted(
         &mut self,
         id: ConnectionId,
@@ -243,27 +278,30 @@ impl Hub {
         target: &str,
         muted: bool,
     ) {
-        let Some(target_id) = self.find_nick(target) else {
-            return self.reply(id, format!("! no such nick: {target}"));
+        let (target_nick, room) = match self.find_nick(target) {
+            Some(target_id) => {
+                let client = &self.clients[&target_id];
+                (client.nick.clone(), client.room)
+            }
+            None => match (self.remote_nick(target), self.remote_room_of(target)) {
+                (Some(nick), Some(room)) => (nick, room),
+                _ => return self.reply(id, format!("! no such nick: {target}")),
+            },
         };
-        let Some(client) = self.clients.get_mut(&target_id) else {
-            return;
-        };
-        client.is_muted = muted;
-        let (target_nick, room) = (client.nick.clone(), client.room);
-        let verb = if muted { "muted" } else { "unmuted" };
-        info!("{operator} {verb} {target_nick}");
-        self.broadcast(
-            Some(room),
-            &["* ", &target_nick, " was ", verb, " by ", operator],
-            None,
-        );
+        self.publish(Shared::Mute {
+            target: target_nick.clone(),
+            by: operator.to_owned(),
+            muted,
+        });
         if self.clients.get(&id).is_some_and(|c| c.room != room) {
+            let verb = if muted { "muted" } else { "unmuted" };
             self.reply(id, format!("* {target_nick} was {verb}"));
         }
     }
 
-    pub(super) fn rename(&mut self, id: ConnectionId, old_nick: &str, new_nick: String) {
+    /// `/nick NEW`: checked here; in a cluster whose link works, Redis has the last word
+    /// (hub/cluster.rs completes it when it answers).
+    pub(super) fn rename(&mut self, id: ConnectionId, new_nick: String) {
         match protocol::validate_nick(&new_nick) {
             Err(NickError::Invalid) => {
                 return self.reply(
@@ -279,24 +317,48 @@ impl Hub {
             }
             Ok(()) => {}
         }
-        let new_key = new_nick.to_ascii_lowercase();
-        if let Some(&owner) = self.nick_owners.get(&new_key)
-            && owner != id
-        {
+        let taken_here = self.find_nick(&new_nick).is_some_and(|owner| owner != id);
+        if taken_here || self.remote_nick(&new_nick).is_some() {
             return self.reply(id, format!("! nick {new_nick} is taken"));
         }
+        match &mut self.cluster {
+            Some(cluster) if cluster.is_linked() => {
+                let claimed_at = now_millis();
+                cluster.claimed_at.insert(id, claimed_at);
+                cluster.pending_renames.insert(id, new_nick.clone());
+                cluster.request(Outgoing::ClaimNick {
+                    id,
+                    nick: new_nick,
+                    claimed_at,
+                });
+            }
+            Some(cluster) => {
+                cluster.claimed_at.insert(id, now_millis());
+                self.complete_rename(id, new_nick);
+            }
+            None => self.complete_rename(id, new_nick),
+        }
+    }
+
+    /// Gives client `id` its new nick, and tells it and its room.
+    pub(super) fn complete_rename(&mut self, id: ConnectionId, new_nick: String) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let old_nick = std::mem::replace(&mut client.nick, new_nick.clone());
+        let room = client.room;
+        info!("{old_nick} ({}) is now {new_nick}", client.peer);
         self.nick_owners.remove(&old_nick.to_ascii_lowercase());
-        self.nick_owners.insert(new_key, id);
-        if let Some(client) = self.clients.get_mut(&id) {
-            client.nick = new_nick.clone();
-            info!("{old_nick} ({}) is now {new_nick}", client.peer);
+        self.nick_owners.insert(new_nick.to_ascii_lowercase(), id);
+        if let Some(cluster) = &self.cluster {
+            cluster.request(Outgoing::ReleaseNick(old_nick.clone()));
         }
         self.reply(id, format!("* you are now {new_nick}"));
-        let room = self.clients.get(&id).map_or(LOBBY, |c| c.room);
-        self.broadcast(
-            Some(room),
-            &["* ", old_nick, " is now ", &new_nick],
-            Some(id),
-        );
+        self.publish(Shared::Renamed {
+            room,
+            id,
+            old: old_nick,
+            new: new_nick,
+        });
     }
 }

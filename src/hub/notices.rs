@@ -5,12 +5,11 @@ use crate::protocol;
 use crate::rooms::RoomId;
 use crate::shutdown::ConnectionId;
 
-use super::LeaveReason;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum NoticeKind {
     Joined,
-    Left(LeaveReason),
+    /// With the reason shown: `quit`, `to games`, `node lost`, ...
+    Left(String),
 }
 
 impl NoticeKind {

@@ -171,11 +171,10 @@ impl Browser {
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true }),
         );
-        if let Some(exception) = result.get("exceptionDetails") {
-            panic!(
-                "{expression} threw {}",
-                exception["exception"]["description"]
-            );
+        if let Some(details) = result.get("exceptionDetails") {
+            let description = details["exception"]["description"].as_str();
+            let description = description.or(details["text"].as_str()).unwrap_or("?");
+            panic!("{expression} threw {description}");
         }
         result["result"]["value"].take()
     }
@@ -401,7 +400,9 @@ impl Chromium {
         let log = File::create(folder.join("chromium.log")).expect("create chromium.log");
         let mut command = Command::new(program);
         // No network on a test machine: without the background flags Chromium keeps trying
-        // to reach Google's services.
+        // to reach Google's services. Without --disable-partial-raster, a page repainted in
+        // parts draws the edges of rounded boxes a few pixels differently from run to run, and
+        // docs/browser.png would change with every run.
         command
             .args([
                 "--headless",
@@ -414,6 +415,7 @@ impl Chromium {
                 "--disable-sync",
                 "--disable-dev-shm-usage",
                 "--hide-scrollbars",
+                "--disable-partial-raster",
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))

@@ -140,6 +140,7 @@ function startPage() {
     sent: [], recall: 0, draft: '',
     unread: 0,
     batch: null, // notes made while a frame is read, shown after its line
+    stuck: true, // the list is scrolled to its end, so it follows new lines
   };
 
   // -- Rendering: text only, nicks coloured by a CSS custom property set through CSSOM.
@@ -176,8 +177,8 @@ function startPage() {
     div.className = 'line ' + kind + (extra ? ' ' + extra : '');
     if (p.prefix) div.appendChild(span('meta', p.prefix));
     for (const node of bodyNodes(p)) div.appendChild(node);
-    const text = p.kind === 'history' ? p.inner.text : p.text;
-    if (state.nick && text && p.nick !== state.nick && mentions(text)) div.classList.add('mention');
+    const said = p.kind === 'history' ? p.inner : p;
+    if (state.nick && said.text && said.nick !== state.nick && mentions(said.text)) div.classList.add('mention');
     return div;
   }
 
@@ -202,7 +203,7 @@ function startPage() {
 
   function append(nodes) {
     if (!nodes.length) return;
-    const follow = projector || atBottom();
+    const follow = projector || state.stuck;
     for (const node of nodes) ui.messages.appendChild(node);
     while (ui.messages.childElementCount > MAX_LINES) ui.messages.firstElementChild.remove();
     if (follow) scrollToEnd();
@@ -235,23 +236,26 @@ function startPage() {
 
   function renderPeople() {
     const names = [...state.people.values()].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
-    const items = names.map((name) => {
-      const li = document.createElement('li');
-      if (name.toLowerCase() === state.nick.toLowerCase()) li.className = 'me';
-      const inner = projector ? nickSpan(name) : document.createElement('button');
-      if (!projector) {
-        inner.type = 'button';
-        inner.className = 'nick';
-        inner.textContent = name;
-        inner.style.setProperty('--hue', String(nickHue(name)));
-        inner.title = 'send a private message to ' + name;
-        inner.addEventListener('click', () => startPrivate(name));
-      }
-      li.appendChild(inner);
-      return li;
-    });
-    ui.people.replaceChildren(...items);
+    ui.people.replaceChildren(...names.map(personItem));
     ui.peopleCount.textContent = String(names.length);
+  }
+
+  // One <li> per nick; a button that starts a /msg, except on the read-only projector.
+  function personItem(name) {
+    const li = document.createElement('li');
+    if (name.toLowerCase() === state.nick.toLowerCase()) li.className = 'me';
+    const label = nickSpan(name);
+    if (projector) {
+      li.appendChild(label);
+      return li;
+    }
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.title = 'send a private message to ' + name;
+    button.appendChild(label);
+    button.addEventListener('click', () => startPrivate(name));
+    li.appendChild(button);
+    return li;
   }
 
   function setStatus(stateName, text) {
@@ -297,6 +301,11 @@ function startPage() {
       case 'bye':
       case 'kicked':
         state.stopped = true; // being told to go is not a reason to come straight back
+        return true;
+      case 'notice':
+        // An idle browser would otherwise come back at once, defeating --idle-timeout; the
+        // projector is idle by design and does come back.
+        if (p.body === '* idle timeout, disconnecting, bye!' && !projector) state.stopped = true;
         return true;
       case 'error':
         if (p.taken) onNickTaken(p.taken);
@@ -391,16 +400,16 @@ function startPage() {
     }
     state.ws = ws;
     ws.addEventListener('message', (e) => ws === state.ws && typeof e.data === 'string' && onFrame(e.data));
-    ws.addEventListener('close', () => ws === state.ws && onClose());
+    ws.addEventListener('close', (e) => ws === state.ws && onClose(e.reason));
   }
 
-  function onClose() {
+  function onClose(reason) {
     const wasOpen = state.open;
     state.ws = null;
     state.open = false;
     state.whoQueue = [];
     state.restoring = null;
-    if (wasOpen) note('disconnected', 'warn');
+    if (wasOpen || reason) note(reason ? `disconnected: ${reason}` : 'disconnected', 'warn');
     ui.side.classList.add('stale');
     if (state.stopped) setStatus('disconnected', 'disconnected');
     else scheduleRetry();
@@ -487,8 +496,13 @@ function startPage() {
   function startPrivate(name) {
     ui.input.value = `/msg ${name} `;
     ui.input.focus();
-    ui.side.classList.remove('open');
-    ui.toggle.setAttribute('aria-expanded', 'false');
+    showPanel(false);
+  }
+
+  // The people panel, a pop-over on narrow screens (always shown on wide ones).
+  function showPanel(open) {
+    ui.side.classList.toggle('open', open);
+    ui.toggle.setAttribute('aria-expanded', String(open));
   }
 
   // -- Unread count in the title while the tab is hidden.
@@ -508,12 +522,22 @@ function startPage() {
   function wire() {
     ui.reconnect.addEventListener('click', () => { reconnectNow(); ui.input.focus(); });
     ui.jump.addEventListener('click', scrollToEnd);
-    ui.messages.addEventListener('scroll', () => atBottom() && (ui.jump.hidden = true));
+    // Only scrolling up lets go of the end: a list that just got shorter (a banner came)
+    // is not scrolled, and the user did not ask to stop following.
+    let lastTop = 0;
+    ui.messages.addEventListener('scroll', () => {
+      if (atBottom()) state.stuck = true;
+      else if (ui.messages.scrollTop < lastTop) state.stuck = false;
+      lastTop = ui.messages.scrollTop;
+      if (state.stuck) ui.jump.hidden = true;
+    });
+    // A banner or the phone keyboard shrinks the list: keep its last line in view.
+    new ResizeObserver(() => (projector || state.stuck) && scrollToEnd()).observe(ui.messages);
     document.addEventListener('visibilitychange', onVisibility);
     window.addEventListener('online', () => !state.ws && !state.stopped && reconnectNow());
-    ui.toggle.addEventListener('click', () => {
-      const open = ui.side.classList.toggle('open');
-      ui.toggle.setAttribute('aria-expanded', String(open));
+    ui.toggle.addEventListener('click', () => showPanel(!ui.side.classList.contains('open')));
+    ui.side.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') { showPanel(false); ui.toggle.focus(); }
     });
     if (projector) {
       document.body.classList.add('projector');
@@ -533,6 +557,7 @@ function startPage() {
     // Keep the focus in the box: clicks on the log (without selecting text, with a mouse)
     // and printable keys typed elsewhere go back to it.
     ui.messages.addEventListener('click', () => {
+      showPanel(false);
       if (matchMedia('(pointer: fine)').matches && !String(getSelection())) ui.input.focus();
     });
     document.addEventListener('keydown', (e) => {

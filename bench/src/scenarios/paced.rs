@@ -1,0 +1,75 @@
+//! Senders at a fixed pace: latency, fanout-large and the big room.
+
+use std::io;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::clock::sleep_until;
+use crate::fleet::{Fleet, Target, patience};
+use crate::histogram::Histogram;
+use crate::json::Json;
+use crate::marker::send_marker_before;
+use crate::procfs::proc_sample;
+
+use super::ratio;
+
+/// `clients` connected, `senders` of them sending `per_second` lines each for `seconds`.
+pub fn rate_run(
+    target: &Target,
+    clients: usize,
+    senders: usize,
+    per_second: f64,
+    seconds: f64,
+) -> io::Result<(Json, Histogram)> {
+    let fleet = Fleet::connect(target, clients, 2000.0)?;
+    fleet.sync(patience(clients))?;
+    let cpu_before = proc_sample(target.pid).cpu_s;
+    let start = Instant::now();
+    let threads = spawn_paced_senders(&fleet, senders, per_second, start, seconds, None)?;
+    let sent: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    fleet.settle(Duration::from_secs(2));
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = proc_sample(target.pid).cpu_s - cpu_before;
+    let stats = fleet.finish();
+    let deliveries = stats.total();
+    let expected = sent * (clients as u64 - 1);
+    let json = Json::new()
+        .num("deliveries_per_s", deliveries as f64 / elapsed)
+        .num("delivery_ratio", ratio(deliveries, expected))
+        .num("server_cpu_s", cpu);
+    Ok((json, stats.histogram))
+}
+
+/// Starts `senders` threads, the fleet's first clients, each sending `per_second` marked
+/// lines from `start` until `seconds` later; each returns how many lines it sent. With
+/// `give_up`, a sender stops at that moment even if the server stopped reading its line.
+pub fn spawn_paced_senders(
+    fleet: &Fleet,
+    senders: usize,
+    per_second: f64,
+    start: Instant,
+    seconds: f64,
+    give_up: Option<Instant>,
+) -> io::Result<Vec<JoinHandle<u64>>> {
+    (0..senders)
+        .map(|sender| {
+            let writer = fleet.writer(sender)?;
+            let epoch = fleet.shared.epoch;
+            Ok(thread::spawn(move || {
+                let mut sent = 0u64;
+                let interval = Duration::from_secs_f64(1.0 / per_second);
+                let deadline = start + Duration::from_secs_f64(seconds);
+                let mut next = start;
+                while next < deadline {
+                    sleep_until(next);
+                    if send_marker_before(&writer, &epoch, sender as u64, sent, give_up).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    next += interval;
+                }
+                sent
+            }))
+        })
+        .collect()
+}

@@ -1,0 +1,489 @@
+//! The hub's side of the cluster: members on other nodes, this node's place in the
+//! stream's order, and what happens when the link to Redis goes and comes back.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+
+use crossbeam_channel::Sender;
+use log::{info, warn};
+
+use super::shared::Origin;
+use super::{Hub, NoticeKind};
+use crate::cluster::wire::{Envelope, Member, Shared};
+use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_millis};
+use crate::rooms::RoomId;
+use crate::shutdown::ConnectionId;
+
+/// Events said while the link was down that are sent to the others when it is back.
+const BACKLOG: usize = 1000;
+
+/// What the hub knows of the cluster.
+pub(super) struct ClusterView {
+    requests: Sender<Outgoing>,
+    node: String,
+    incarnation: u64,
+    next_seq: u64,
+    /// This node's events sent to the stream and not yet back from it.
+    awaiting_echo: HashSet<u64>,
+    /// The last sequence number seen from each origin (node, incarnation).
+    last_seen: HashMap<(String, u64), u64>,
+    linked: bool,
+    /// Clients were told the link is lost (and are to be told it is back).
+    told_lost: bool,
+    /// Events applied here while the link was down, to send when it is back.
+    backlog: VecDeque<Envelope>,
+    /// Clients on other nodes, by (node, id), and their nicks (lower case).
+    remote: HashMap<(String, u64), RemoteMember>,
+    remote_nicks: HashMap<String, (String, u64)>,
+    /// Nodes whose members this node has heard of.
+    known_nodes: HashSet<String>,
+    guest_numbers: Range<u64>,
+    asked_for_guests: bool,
+    /// When each local client took its nick, for settling who keeps it after a split.
+    pub(super) claimed_at: HashMap<ConnectionId, u64>,
+    /// Renames waiting for Redis to grant the nick.
+    pub(super) pending_renames: HashMap<ConnectionId, String>,
+}
+
+pub(super) struct RemoteMember {
+    pub(super) nick: String,
+    pub(super) room: RoomId,
+}
+
+impl ClusterView {
+    pub(super) fn new(requests: Sender<Outgoing>, node: String, incarnation: u64) -> ClusterView {
+        let _ = requests.send(Outgoing::NeedGuests);
+        ClusterView {
+            requests,
+            node,
+            incarnation,
+            next_seq: 1,
+            awaiting_echo: HashSet::new(),
+            last_seen: HashMap::new(),
+            linked: false,
+            told_lost: false,
+            backlog: VecDeque::new(),
+            remote: HashMap::new(),
+            remote_nicks: HashMap::new(),
+            known_nodes: HashSet::new(),
+            guest_numbers: 0..0,
+            asked_for_guests: true,
+            claimed_at: HashMap::new(),
+            pending_renames: HashMap::new(),
+        }
+    }
+
+    /// Sends an event to the stream; returns true if it must be applied here now instead
+    /// (the link is down: it is kept for when the link is back).
+    pub(super) fn send(&mut self, event: Shared) -> bool {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let envelope = Envelope {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            seq,
+            split: !self.linked,
+            event,
+        };
+        if self.linked {
+            self.awaiting_echo.insert(seq);
+            let _ = self.requests.send(Outgoing::Publish(envelope));
+            false
+        } else {
+            self.keep_for_later(envelope);
+            true
+        }
+    }
+
+    fn keep_for_later(&mut self, envelope: Envelope) {
+        if self.backlog.len() == BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(envelope);
+    }
+
+    pub(super) fn request(&self, request: Outgoing) {
+        let _ = self.requests.send(request);
+    }
+
+    pub(super) fn is_linked(&self) -> bool {
+        self.linked
+    }
+
+    /// A guest number from the cluster's counter, if one is left.
+    fn take_guest_number(&mut self) -> Option<u64> {
+        let number = self.guest_numbers.next();
+        if self.guest_numbers.end - self.guest_numbers.start < GUEST_BLOCK / 2
+            && !self.asked_for_guests
+        {
+            self.asked_for_guests = true;
+            self.request(Outgoing::NeedGuests);
+        }
+        number
+    }
+
+    /// The nick held on another node, if any (any case).
+    pub(super) fn remote_holder(&self, nick: &str) -> Option<&RemoteMember> {
+        let key = self.remote_nicks.get(&nick.to_ascii_lowercase())?;
+        self.remote.get(key)
+    }
+
+    /// Members on other nodes in `room`, their nicks.
+    pub(super) fn remote_in(&self, room: RoomId) -> impl Iterator<Item = &str> {
+        self.remote
+            .values()
+            .filter(move |member| member.room == room)
+            .map(|member| member.nick.as_str())
+    }
+
+    pub(super) fn remote_count(&self) -> usize {
+        self.remote.len()
+    }
+}
+
+impl Hub {
+    /// The name for a newcomer: `guest-N`, numbered across the cluster.
+    pub(super) fn guest_nick_for(&mut self, id: ConnectionId) -> String {
+        match &mut self.cluster {
+            None => crate::protocol::guest_nick(id),
+            Some(cluster) => match cluster.take_guest_number() {
+                Some(number) => crate::protocol::guest_nick(number),
+                // Redis has given none yet: a name no other node can give.
+                None => format!("guest-{}-{id}", cluster.incarnation % 1000),
+            },
+        }
+    }
+
+    /// Clients on this node and on the others.
+    pub(super) fn online_count(&self) -> usize {
+        self.clients.len() + self.cluster.as_ref().map_or(0, ClusterView::remote_count)
+    }
+
+    /// Handles what the cluster's threads report.
+    pub(super) fn handle_cluster(&mut self, incoming: Incoming) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        match incoming {
+            Incoming::History(entries) => {
+                for (at, envelope) in entries {
+                    if let Shared::Said { room, line, .. } = envelope.event {
+                        let room = self.rooms.find_or_create(&room);
+                        self.rooms.record_at(room, line, at);
+                    }
+                }
+            }
+            Incoming::Delivered { envelope, late } => {
+                let ours =
+                    envelope.node == cluster.node && envelope.incarnation == cluster.incarnation;
+                let origin = if ours {
+                    if !cluster.awaiting_echo.remove(&envelope.seq) {
+                        return; // applied here already, while the link was down
+                    }
+                    Origin::Here
+                } else {
+                    let key = (envelope.node.clone(), envelope.incarnation);
+                    let last = cluster.last_seen.entry(key).or_insert(0);
+                    if envelope.seq <= *last {
+                        return; // seen before: written twice after a timeout
+                    }
+                    *last = envelope.seq;
+                    Origin::Node {
+                        name: envelope.node,
+                        during_split: envelope.split || late,
+                    }
+                };
+                let rooms = &mut self.rooms;
+                let event = envelope.event.map_room(|name| rooms.find_or_create(&name));
+                self.apply(event, origin);
+            }
+            Incoming::Unpublished(envelope) => {
+                if cluster.awaiting_echo.remove(&envelope.seq) {
+                    let event = envelope.event.clone();
+                    cluster.keep_for_later(Envelope {
+                        split: true,
+                        ..envelope
+                    });
+                    let rooms = &mut self.rooms;
+                    let event = event.map_room(|name| rooms.find_or_create(&name));
+                    self.apply(event, Origin::Here);
+                }
+            }
+            Incoming::LinkDown => {
+                cluster.linked = false;
+                if !cluster.told_lost {
+                    cluster.told_lost = true;
+                    warn!("cluster link lost: chatting on this node only until it is back");
+                    self.broadcast(
+                        None,
+                        &["* cluster link lost: you are chatting with this server only"],
+                        None,
+                    );
+                }
+            }
+            Incoming::LinkUp => self.link_back(),
+            Incoming::NickClaimed {
+                id,
+                nick,
+                granted,
+                taken_from,
+            } => self.nick_claimed(id, nick, granted, taken_from),
+            Incoming::GuestNumbers(numbers) => {
+                cluster.guest_numbers = numbers;
+                cluster.asked_for_guests = false;
+            }
+            Incoming::NodeExpired(node) => self.publish(Shared::NodeLost { node }),
+        }
+    }
+
+    /// The link works (again): send what was said meanwhile, say who is here, settle the
+    /// nicks taken on both sides.
+    fn link_back(&mut self) {
+        let members = self.local_members();
+        let claims: Vec<(ConnectionId, String, u64)> = self
+            .clients
+            .iter()
+            .filter(|(_, client)| !client.nick.starts_with("guest-"))
+            .map(|(&id, client)| {
+                let at = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.claimed_at.get(&id).copied());
+                (id, client.nick.clone(), at.unwrap_or_else(now_millis))
+            })
+            .collect();
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.linked = true;
+        for envelope in std::mem::take(&mut cluster.backlog) {
+            cluster.request(Outgoing::Publish(envelope));
+        }
+        for (id, nick, claimed_at) in claims {
+            cluster.request(Outgoing::ClaimNick {
+                id,
+                nick,
+                claimed_at,
+            });
+        }
+        if cluster.guest_numbers.is_empty() && !cluster.asked_for_guests {
+            cluster.asked_for_guests = true;
+            cluster.request(Outgoing::NeedGuests);
+        }
+        let told_lost = std::mem::take(&mut cluster.told_lost);
+        self.publish(Shared::Hello { members });
+        if told_lost {
+            info!("cluster link back");
+            self.broadcast(None, &["* cluster link back"], None);
+        }
+    }
+
+    fn local_members(&self) -> Vec<Member<RoomId>> {
+        self.clients
+            .iter()
+            .map(|(&id, client)| Member {
+                id,
+                nick: client.nick.clone(),
+                room: client.room,
+            })
+            .collect()
+    }
+
+    /// Another node said hello: it learns who is here.
+    pub(super) fn answer_hello(&mut self) {
+        let members = self.local_members();
+        self.publish(Shared::Members { members });
+    }
+
+    pub(super) fn remote_joined(&mut self, node: &str, id: u64, nick: &str, room: RoomId) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.known_nodes.insert(node.to_owned());
+        let key = (node.to_owned(), id);
+        cluster
+            .remote_nicks
+            .insert(nick.to_ascii_lowercase(), key.clone());
+        let previous = cluster.remote.insert(
+            key,
+            RemoteMember {
+                nick: nick.to_owned(),
+                room,
+            },
+        );
+        if let Some(previous) = previous {
+            self.rooms.leave(previous.room);
+        }
+        self.rooms.enter(room);
+    }
+
+    pub(super) fn remote_left(&mut self, node: &str, id: u64) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if let Some(member) = cluster.remote.remove(&(node.to_owned(), id)) {
+            cluster
+                .remote_nicks
+                .remove(&member.nick.to_ascii_lowercase());
+            self.rooms.leave(member.room);
+        }
+    }
+
+    pub(super) fn remote_renamed(&mut self, node: &str, id: u64, new: &str) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let key = (node.to_owned(), id);
+        if let Some(member) = cluster.remote.get_mut(&key) {
+            cluster
+                .remote_nicks
+                .remove(&member.nick.to_ascii_lowercase());
+            member.nick = new.to_owned();
+            cluster.remote_nicks.insert(new.to_ascii_lowercase(), key);
+        }
+    }
+
+    pub(super) fn remote_room_of(&self, nick: &str) -> Option<RoomId> {
+        self.cluster
+            .as_ref()?
+            .remote_holder(nick)
+            .map(|member| member.room)
+    }
+
+    /// `node`'s members as it says they are now. The first time this node hears of it,
+    /// quietly; after that, the differences are announced (who came and went during a
+    /// split).
+    pub(super) fn remote_members(&mut self, node: &str, members: Vec<Member<RoomId>>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let announce = !cluster.known_nodes.insert(node.to_owned());
+        let now: HashMap<u64, Member<RoomId>> = members
+            .into_iter()
+            .map(|member| (member.id, member))
+            .collect();
+        let gone: Vec<(u64, String, RoomId)> = cluster
+            .remote
+            .iter()
+            .filter(|((owner, id), _)| owner == node && !now.contains_key(id))
+            .map(|((_, id), member)| (*id, member.nick.clone(), member.room))
+            .collect();
+        let new: Vec<Member<RoomId>> = now
+            .into_values()
+            .filter(|member| {
+                cluster
+                    .remote
+                    .get(&(node.to_owned(), member.id))
+                    .is_none_or(|known| known.nick != member.nick || known.room != member.room)
+            })
+            .collect();
+        for (id, nick, room) in gone {
+            self.remote_left(node, id);
+            if announce {
+                let reason = String::from("connection closed");
+                self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
+            }
+        }
+        for member in new {
+            self.remote_left(node, member.id);
+            self.remote_joined(node, member.id, &member.nick, member.room);
+            if announce {
+                self.announce(
+                    NoticeKind::Joined,
+                    super::shared::NOBODY,
+                    member.nick,
+                    member.room,
+                );
+            }
+        }
+    }
+
+    /// A node's lease ran out: its members left.
+    pub(super) fn node_lost(&mut self, node: &str) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if node == cluster.node {
+            return;
+        }
+        cluster.known_nodes.remove(node);
+        let lost: Vec<(u64, String, RoomId)> = cluster
+            .remote
+            .iter()
+            .filter(|((owner, _), _)| owner == node)
+            .map(|((_, id), member)| (*id, member.nick.clone(), member.room))
+            .collect();
+        if !lost.is_empty() {
+            warn!("cluster node {node} lost with {} clients", lost.len());
+        }
+        for (id, nick, room) in lost {
+            self.remote_left(node, id);
+            let reason = String::from("node lost");
+            self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
+        }
+    }
+
+    /// Another node's user claimed `nick` first (during a split): ours becomes a guest.
+    pub(super) fn nick_lost(&mut self, node: &str, nick: &str) {
+        if self.cluster.as_ref().is_none_or(|c| c.node != node) {
+            return;
+        }
+        if let Some(id) = self.find_nick(nick) {
+            self.rename_to_guest(id, nick);
+        }
+    }
+
+    /// Redis answered a claim.
+    fn nick_claimed(
+        &mut self,
+        id: ConnectionId,
+        nick: String,
+        granted: Option<bool>,
+        taken_from: Option<String>,
+    ) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some(other) = taken_from {
+            self.publish(Shared::NickLost {
+                node: other,
+                nick: nick.clone(),
+            });
+        }
+        let pending = self
+            .cluster
+            .as_mut()
+            .and_then(|cluster| cluster.pending_renames.remove(&id));
+        match (pending, granted) {
+            // A /nick waiting for the answer.
+            (Some(new_nick), Some(true) | None) if new_nick == nick => {
+                self.complete_rename(id, nick)
+            }
+            (Some(new_nick), Some(false)) if new_nick == nick => {
+                self.reply(id, format!("! nick {nick} is taken"));
+            }
+            // A nick re-claimed after a split, taken meanwhile by someone who had it first.
+            (None, Some(false))
+                if self
+                    .clients
+                    .get(&id)
+                    .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick)) =>
+            {
+                self.rename_to_guest(id, &nick);
+            }
+            _ => {}
+        }
+    }
+
+    /// Renames a client who lost its nick to someone who had it first.
+    fn rename_to_guest(&mut self, id: ConnectionId, nick: &str) {
+        let guest = self.guest_nick_for(id);
+        self.reply(
+            id,
+            format!(
+                "! someone on another server had the nick {nick} first while the servers were apart; you are now {guest}"
+            ),
+        );
+        self.complete_rename(id, guest);
+    }
+}
