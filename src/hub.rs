@@ -513,7 +513,7 @@ impl Hub {
             }
             wait_until_writable(&waiting, deadline - now);
         }
-        for (_, client) in self.clients.drain() {
+        for (id, client) in std::mem::take(&mut self.clients) {
             // The sending side only: the client's thread reads on until the peer closes
             // (or the supervisor's linger ends), so that no unread input turns the close
             // into a reset that would destroy the goodbye.
@@ -524,6 +524,15 @@ impl Hub {
                 client.peer,
                 LeaveReason::ServerShutdown
             );
+            if self.cluster.is_some() {
+                // The other nodes' clients see them go; nobody here is left to tell.
+                self.publish(Shared::Left {
+                    room: client.room,
+                    id,
+                    nick: client.nick,
+                    reason: LeaveReason::ServerShutdown.to_string(),
+                });
+            }
         }
         self.nick_owners.clear();
         self.delivery.dirty.clear();

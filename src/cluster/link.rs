@@ -63,6 +63,15 @@ redis.call('HSET', KEYS[1], ARGV[1], mine)
 return {1, ''}
 ";
 
+/// Takes a block of ARGV[2] guest numbers, all above ARGV[1]; returns the block's last.
+const GUESTS_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('INCRBY', KEYS[1], ARGV[2])
+";
+
 /// Deletes the nicks held by node ARGV[1].
 const RELEASE_NODE_SCRIPT: &str = r"
 local all = redis.call('HGETALL', KEYS[1])
@@ -391,18 +400,19 @@ fn execute(
             .arg(&settings.node)
             .invoke::<()>(con)
             .map_err(|error| Box::new((error, None))),
-        Outgoing::NeedGuests => {
-            match redis::cmd("INCRBY")
-                .arg(GUESTS)
+        Outgoing::NeedGuests { in_use } => {
+            let reply = redis::Script::new(GUESTS_SCRIPT)
+                .key(GUESTS)
+                .arg(in_use)
                 .arg(GUEST_BLOCK)
-                .query::<u64>(con)
-            {
+                .invoke::<u64>(con);
+            match reply {
                 Ok(end) => {
                     let numbers = end.saturating_sub(GUEST_BLOCK) + 1..end + 1;
                     let _ = hub.send(Event::Cluster(Incoming::GuestNumbers(numbers)));
                     Ok(())
                 }
-                Err(error) => Err(Box::new((error, Some(Outgoing::NeedGuests)))),
+                Err(error) => Err(Box::new((error, Some(Outgoing::NeedGuests { in_use })))),
             }
         }
         Outgoing::Stop => Ok(()),
@@ -419,7 +429,7 @@ fn refuse(request: Outgoing, hub: &Sender<Event>) {
             granted: None,
             taken_from: None,
         },
-        Outgoing::ReleaseNick(_) | Outgoing::NeedGuests | Outgoing::Stop => return,
+        Outgoing::ReleaseNick(_) | Outgoing::NeedGuests { .. } | Outgoing::Stop => return,
     };
     let _ = hub.send(Event::Cluster(answer));
 }

@@ -63,8 +63,12 @@ pub(crate) enum Outgoing {
     },
     /// This node's client no longer uses the nick.
     ReleaseNick(String),
-    /// Send more guest numbers ([`Incoming::GuestNumbers`]).
-    NeedGuests,
+    /// Send more guest numbers ([`Incoming::GuestNumbers`]), all above `in_use` (the
+    /// highest this node knows to be taken: a Redis restarted empty must not give them
+    /// again).
+    NeedGuests {
+        in_use: u64,
+    },
     Stop,
 }
 

@@ -1,7 +1,7 @@
 //! The hub's side of the cluster: members on other nodes, this node's place in the
 //! stream's order, and what happens when the link to Redis goes and comes back.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crossbeam_channel::Sender;
@@ -30,8 +30,9 @@ pub(super) struct ClusterView {
     linked: bool,
     /// Clients were told the link is lost (and are to be told it is back).
     told_lost: bool,
-    /// Events applied here while the link was down, to send when it is back.
-    backlog: VecDeque<Envelope>,
+    /// Events applied here while the link was down, to send when it is back, by sequence
+    /// number: they must reach the stream in order, or the others would skip them.
+    backlog: BTreeMap<u64, Envelope>,
     /// Clients on other nodes, by (node, id), and their nicks (lower case).
     remote: HashMap<(String, u64), RemoteMember>,
     remote_nicks: HashMap<String, (String, u64)>,
@@ -52,7 +53,6 @@ pub(super) struct RemoteMember {
 
 impl ClusterView {
     pub(super) fn new(requests: Sender<Outgoing>, node: String, incarnation: u64) -> ClusterView {
-        let _ = requests.send(Outgoing::NeedGuests);
         ClusterView {
             requests,
             node,
@@ -62,7 +62,7 @@ impl ClusterView {
             last_seen: HashMap::new(),
             linked: false,
             told_lost: false,
-            backlog: VecDeque::new(),
+            backlog: BTreeMap::new(),
             remote: HashMap::new(),
             remote_nicks: HashMap::new(),
             known_nodes: HashSet::new(),
@@ -96,10 +96,10 @@ impl ClusterView {
     }
 
     fn keep_for_later(&mut self, envelope: Envelope) {
-        if self.backlog.len() == BACKLOG {
-            self.backlog.pop_front();
+        self.backlog.insert(envelope.seq, envelope);
+        if self.backlog.len() > BACKLOG {
+            self.backlog.pop_first();
         }
-        self.backlog.push_back(envelope);
     }
 
     pub(super) fn request(&self, request: Outgoing) {
@@ -117,7 +117,8 @@ impl ClusterView {
             && !self.asked_for_guests
         {
             self.asked_for_guests = true;
-            self.request(Outgoing::NeedGuests);
+            let in_use = self.guest_numbers.end;
+            self.request(Outgoing::NeedGuests { in_use });
         }
         number
     }
@@ -198,12 +199,16 @@ impl Hub {
                 self.apply(event, origin);
             }
             Incoming::Unpublished(envelope) => {
-                if cluster.awaiting_echo.remove(&envelope.seq) {
-                    let event = envelope.event.clone();
-                    cluster.keep_for_later(Envelope {
-                        split: true,
-                        ..envelope
-                    });
+                // Kept for the next time the link is back, whether it was a new event
+                // (applied here now, as said during the split) or one said during an earlier
+                // split that failed to go out again.
+                let not_applied = cluster.awaiting_echo.remove(&envelope.seq);
+                let event = not_applied.then(|| envelope.event.clone());
+                cluster.keep_for_later(Envelope {
+                    split: true,
+                    ..envelope
+                });
+                if let Some(event) = event {
                     let rooms = &mut self.rooms;
                     let event = event.map_room(|name| rooms.find_or_create(&name));
                     self.apply(event, Origin::Here);
@@ -252,11 +257,12 @@ impl Hub {
                 (id, client.nick.clone(), at.unwrap_or_else(now_millis))
             })
             .collect();
+        let guests_in_use = self.highest_guest_number();
         let Some(cluster) = &mut self.cluster else {
             return;
         };
         cluster.linked = true;
-        for envelope in std::mem::take(&mut cluster.backlog) {
+        for (_, envelope) in std::mem::take(&mut cluster.backlog) {
             cluster.request(Outgoing::Publish(envelope));
         }
         for (id, nick, claimed_at) in claims {
@@ -266,16 +272,32 @@ impl Hub {
                 claimed_at,
             });
         }
-        if cluster.guest_numbers.is_empty() && !cluster.asked_for_guests {
-            cluster.asked_for_guests = true;
-            cluster.request(Outgoing::NeedGuests);
-        }
+        // A Redis that restarted empty would hand out the numbers in use again.
+        let in_use = guests_in_use.max(cluster.guest_numbers.end);
+        cluster.guest_numbers = 0..0;
+        cluster.asked_for_guests = true;
+        cluster.request(Outgoing::NeedGuests { in_use });
         let told_lost = std::mem::take(&mut cluster.told_lost);
         self.publish(Shared::Hello { members });
         if told_lost {
             info!("cluster link back");
             self.broadcast(None, &["* cluster link back"], None);
         }
+    }
+
+    /// The highest `guest-N` here or on the nodes this node knows of.
+    fn highest_guest_number(&self) -> u64 {
+        let remote = self
+            .cluster
+            .iter()
+            .flat_map(|c| c.remote.values().map(|m| m.nick.as_str()));
+        self.clients
+            .values()
+            .map(|client| client.nick.as_str())
+            .chain(remote)
+            .filter_map(|nick| nick.strip_prefix("guest-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
     }
 
     fn local_members(&self) -> Vec<Member<RoomId>> {

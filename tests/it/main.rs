@@ -3,6 +3,7 @@
 mod binary;
 mod browser;
 mod chat;
+mod cluster;
 mod dump;
 mod echo;
 mod hardening;

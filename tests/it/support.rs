@@ -309,3 +309,24 @@ pub fn is_refused(address: SocketAddr) -> bool {
         Ok(_) => false,
     }
 }
+
+/// Whether `programs` are all on PATH. A test that needs a missing one is skipped with a
+/// note on stderr, except in CI (`CI` set), where a skip would hide a broken set-up
+/// (.ci/run installs them all).
+pub fn programs_available(programs: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = programs
+        .iter()
+        .copied()
+        .filter(|program| !std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{} not installed", missing.join(" and "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason}: CI must run this test (.ci/run installs the packages)");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tcpchat::Config;
 
-use crate::support::{LineClient, PATIENCE, start_chat};
+use crate::support::{self, LineClient, PATIENCE, start_chat};
 
 #[test]
 fn telnet_in_character_mode_edits_and_keeps_its_input_line_under_incoming_chat() {
-    if !programs_available(&["telnet", "tmux"]) {
+    if !support::programs_available(&["telnet", "tmux"]) {
         return;
     }
     let server = start_chat(Config::localhost());
@@ -74,27 +74,6 @@ fn telnet_in_character_mode_edits_and_keeps_its_input_line_under_incoming_chat()
         bob.expect_line("hello world"),
         format!("[{telnet_nick}] hello world")
     );
-}
-
-/// Whether all `programs` are on PATH. Without them the test is skipped with a note on
-/// stderr, except in CI (`CI` set), where .ci/run installs them and a skip would hide a
-/// broken set-up.
-fn programs_available(programs: &[&str]) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = programs
-        .iter()
-        .copied()
-        .filter(|program| !std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = format!("{} not installed", missing.join(" and "));
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}: CI must run this test (.ci/run installs the packages)");
-    }
-    eprintln!("skipped: {reason}");
-    false
 }
 
 /// The last line of a screen with anything on it, without its trailing blanks.

@@ -1,0 +1,325 @@
+//! `--cluster`: nodes joined through a real `redis-server` on a free port (persistence
+//! off), in-process and as the real binary: one chat, one order, and every failure told.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tcpchat::{Config, Server};
+
+use crate::support::{self, BinaryServer, LineClient, PATIENCE, start_chat};
+
+/// A redis-server of the test's own, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one, or returns None (with a note) where redis-server is not installed.
+    fn start() -> Option<Redis> {
+        if !support::programs_available(&["redis-server"]) {
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Some(Redis::start_on(port))
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let redis = Redis { child, port };
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Kills it and starts a new, empty one on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Redis::start_on(self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node_config(redis: &Redis, name: &str) -> Config {
+    Config {
+        cluster: Some(redis.url()),
+        node_name: Some(name.to_owned()),
+        cluster_timeout: Duration::from_secs(2),
+        rate: 0,
+        ..Config::localhost()
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> Server {
+    start_chat(node_config(redis, name))
+}
+
+/// Joins `server` and waits until the cluster is linked for this client: a line it says
+/// reaches `witness` (on any node).
+fn join_linked(server: SocketAddr, witness: &mut LineClient) -> (LineClient, String) {
+    let (mut client, nick) = LineClient::join(server);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        client.send("ping?");
+        let mut reached = false;
+        witness
+            .stream()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        while let Some(line) = read_line_within(witness) {
+            if line == format!("[{nick}] ping?") {
+                reached = true;
+                break;
+            }
+        }
+        witness
+            .stream()
+            .set_read_timeout(Some(PATIENCE))
+            .expect("timeout");
+        if reached {
+            return (client, nick);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{nick} never reached the other node"
+        );
+    }
+}
+
+/// A line if one comes within the stream's read timeout.
+fn read_line_within(client: &mut LineClient) -> Option<String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.next_line()))
+        .ok()
+        .flatten()
+}
+
+#[test]
+fn nodes_share_one_chat_with_nicks_who_msg_and_kick() {
+    let Some(redis) = Redis::start() else { return };
+    let a = start_chat(Config {
+        op_password: Some(String::from("sesame")),
+        ..node_config(&redis, "a")
+    });
+    let b = node(&redis, "b");
+    let (mut ann, _) = LineClient::join(a.local_addr());
+    let (mut bob, bob_guest) = join_linked(b.local_addr(), &mut ann);
+    assert!(bob_guest.starts_with("guest-"), "{bob_guest}");
+
+    bob.send("/nick bob");
+    assert_eq!(bob.expect_line("you are now"), "* you are now bob");
+    assert_eq!(
+        ann.expect_line("is now"),
+        format!("* {bob_guest} is now bob")
+    );
+    // Nicks are unique across the nodes.
+    ann.send("/nick BOB");
+    assert_eq!(ann.expect_line("taken"), "! nick BOB is taken");
+    ann.send("/nick ann");
+    ann.expect_line("* you are now ann");
+    bob.expect_line("* ");
+
+    ann.send("/who");
+    assert_eq!(ann.expect_line("* in lobby"), "* in lobby (2): ann, bob");
+    ann.send("/msg bob psst");
+    assert_eq!(ann.expect_line("psst"), "[you -> bob] psst");
+    assert_eq!(bob.expect_line("psst"), "[ann -> you] psst");
+
+    ann.send("/op sesame");
+    ann.expect_line("you are now an operator");
+    ann.send("/kick bob enough");
+    assert_eq!(ann.expect_line("kicked"), "* kicked bob");
+    let bob_saw = bob.expect_closed();
+    assert!(
+        bob_saw.contains(&String::from("* you were kicked by ann: enough")),
+        "{bob_saw:?}"
+    );
+    assert_eq!(
+        ann.expect_line("left"),
+        "* bob left (kicked by ann: enough)"
+    );
+    // The nick is free again, on any node.
+    let (mut carol, _) = join_linked(b.local_addr(), &mut ann);
+    carol.send("/nick bob");
+    carol.expect_line("* you are now bob");
+}
+
+#[test]
+fn two_senders_on_two_nodes_are_seen_in_one_order_by_everyone() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (mut reader_a, _) = LineClient::join(a.local_addr());
+    let (mut reader_b, _) = join_linked(b.local_addr(), &mut reader_a);
+    let (mut sender_a, _) = join_linked(a.local_addr(), &mut reader_b);
+    let (mut sender_b, _) = join_linked(b.local_addr(), &mut reader_a);
+    reader_b.expect_line("joined");
+    const LINES: usize = 300;
+    let a_thread = std::thread::spawn(move || {
+        for n in 0..LINES {
+            sender_a.send(&format!("a{n}"));
+        }
+        sender_a
+    });
+    for n in 0..LINES {
+        sender_b.send(&format!("b{n}"));
+    }
+    let _sender_a = a_thread.join().expect("sender a");
+    let collect = |reader: &mut LineClient| -> Vec<String> {
+        let mut said = Vec::new();
+        while said.len() < 2 * LINES {
+            let line = reader.next_line().expect("a line");
+            if let Some((_, text)) = line.split_once("] ")
+                && (text.starts_with('a') || text.starts_with('b'))
+                && text[1..].parse::<usize>().is_ok()
+            {
+                said.push(text.to_owned());
+            }
+        }
+        said
+    };
+    let seen_on_a = collect(&mut reader_a);
+    let seen_on_b = collect(&mut reader_b);
+    assert_eq!(seen_on_a.len(), 2 * LINES);
+    assert!(seen_on_a == seen_on_b, "the two nodes saw different orders");
+    // Each sender's lines in the order sent, none lost or doubled.
+    for prefix in ['a', 'b'] {
+        let own: Vec<&String> = seen_on_a.iter().filter(|t| t.starts_with(prefix)).collect();
+        let expected: Vec<String> = (0..LINES).map(|n| format!("{prefix}{n}")).collect();
+        assert!(
+            own.iter()
+                .map(|s| s.as_str())
+                .eq(expected.iter().map(|s| s.as_str()))
+        );
+    }
+}
+
+#[test]
+fn a_killed_node_is_announced_as_lost_and_frees_its_nicks() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a");
+    let (mut ann, _) = LineClient::join(a.local_addr());
+    let url = redis.url();
+    let doomed = BinaryServer::start(&[
+        "--cluster",
+        &url,
+        "--node-name",
+        "doomed",
+        "--cluster-timeout",
+        "1",
+    ]);
+    let (mut bob, _) = join_linked(doomed.address, &mut ann);
+    bob.send("/nick bob");
+    ann.expect_line("is now bob");
+    doomed.signal("KILL");
+    // Once its lease runs out (1 s), a node that notices tells everyone.
+    assert_eq!(ann.expect_line("left"), "* bob left (node lost)");
+    ann.send("/nick bob");
+    ann.expect_line("* you are now bob");
+}
+
+#[test]
+fn a_node_stopped_with_ctrl_c_lets_its_users_leave_normally() {
+    let Some(redis) = Redis::start() else { return };
+    let a = node(&redis, "a");
+    let b = start_chat(Config {
+        drain_timeout: Duration::from_secs(0),
+        ..node_config(&redis, "b")
+    });
+    let (mut ann, _) = LineClient::join(a.local_addr());
+    let (_bob, bob_nick) = join_linked(b.local_addr(), &mut ann);
+    b.shutdown();
+    b.join().expect("b stops cleanly");
+    assert_eq!(
+        ann.expect_line("left"),
+        format!("* {bob_nick} left (server shutting down)")
+    );
+}
+
+#[test]
+fn redis_killed_or_paused_loses_nothing_and_doubles_nothing() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (mut ann, ann_nick) = LineClient::join(a.local_addr());
+    let (mut amy, amy_nick) = join_linked(a.local_addr(), &mut ann);
+    let (mut bob, bob_nick) = join_linked(b.local_addr(), &mut ann);
+    amy.expect_line(&format!("{bob_nick} joined"));
+
+    for round in ["killed", "paused"] {
+        if round == "killed" {
+            redis.restart();
+            // A restarted Redis is empty: the nodes must notice they lost it all the same.
+        } else {
+            redis.signal("STOP");
+        }
+        let lost = "* cluster link lost: you are chatting with this server only";
+        if round == "paused" {
+            ann.expect_line(lost);
+            bob.expect_line(lost);
+        }
+        // Local chat goes on.
+        ann.send(&format!("said while Redis was {round}"));
+        assert_eq!(
+            amy.expect_line(&format!("while Redis was {round}")),
+            format!("[{ann_nick}] said while Redis was {round}")
+        );
+        bob.send(&format!("bob while Redis was {round}"));
+        if round == "paused" {
+            redis.signal("CONT");
+        }
+        // Back: each side gets what the other said meanwhile, once, marked.
+        bob.expect_line("* cluster link back");
+        assert_eq!(
+            bob.expect_line(&format!("said while Redis was {round}")),
+            format!("* said during the split: [{ann_nick}] said while Redis was {round}")
+        );
+        assert_eq!(
+            amy.expect_line(&format!("bob while Redis was {round}")),
+            format!("* said during the split: [{bob_nick}] bob while Redis was {round}")
+        );
+        // And the cluster chats as one again, with nothing doubled before this line.
+        amy.send(&format!("after {round}"));
+        assert_eq!(
+            bob.expect_line(&format!("after {round}")),
+            format!("[{amy_nick}] after {round}")
+        );
+        assert_eq!(
+            ann.expect_line(&format!("after {round}")),
+            format!("[{amy_nick}] after {round}")
+        );
+        ann.expect_nothing_pending();
+        bob.expect_nothing_pending();
+    }
+}
