@@ -87,8 +87,15 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
         Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
         Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
     };
-    if config.web.is_some() && !matches!(mode, Mode::Chat) {
-        return Err(Error::Usage(String::from("--web serves the chat only")));
+    if !matches!(mode, Mode::Chat) {
+        if config.web.is_some() {
+            return Err(Error::Usage(String::from("--web serves the chat only")));
+        }
+        if config.cluster.is_some() {
+            return Err(Error::Usage(String::from(
+                "--cluster joins chat servers only",
+            )));
+        }
     }
     let listener = server::bind(config)?;
     let web_listener = server::bind_web(config)?;

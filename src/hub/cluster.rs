@@ -265,6 +265,11 @@ impl Hub {
         for (_, envelope) in std::mem::take(&mut cluster.backlog) {
             cluster.request(Outgoing::Publish(envelope));
         }
+        // Before the claims, so that a client renamed for losing its nick gets a number. A
+        // Redis that restarted empty would hand out the numbers in use again: above them.
+        let in_use = guests_in_use.max(cluster.guest_numbers.end);
+        cluster.asked_for_guests = true;
+        cluster.request(Outgoing::NeedGuests { in_use });
         for (id, nick, claimed_at) in claims {
             cluster.request(Outgoing::ClaimNick {
                 id,
@@ -272,11 +277,7 @@ impl Hub {
                 claimed_at,
             });
         }
-        // A Redis that restarted empty would hand out the numbers in use again.
-        let in_use = guests_in_use.max(cluster.guest_numbers.end);
-        cluster.guest_numbers = 0..0;
-        cluster.asked_for_guests = true;
-        cluster.request(Outgoing::NeedGuests { in_use });
+
         let told_lost = std::mem::take(&mut cluster.told_lost);
         self.publish(Shared::Hello { members });
         if told_lost {
