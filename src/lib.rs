@@ -1,5 +1,6 @@
-//! tcpchat: a TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`,
-//! plus the chapter's echo, dump and send servers on the same listener.
+//! tcpchat: a TCP chat server anyone joins with `nc HOST 4001` or `telnet HOST 4001`, or
+//! from a browser (`--web`), plus the chapter's echo, dump and send servers on the same
+//! listener.
 //!
 //! One OS thread per connection, blocking reads; one hub thread owns the chat's client
 //! list and does every write, non-blocking, so a stalled client only fills its own outbox.
@@ -7,11 +8,11 @@
 //! ```text
 //!             ┌──────────── server.rs ────────────┐
 //!  TCP ──> acceptor ──spawn──> connection thread ─┼─ events ─> hub (chat)   ─writev─> clients
-//!             │                 (connection.rs)   │            (hub.rs)
+//!  web ──┘    │    (connection.rs, transport/, web/)            (hub.rs)  <──> cluster/ <──> Redis
 //!  Ctrl-C ──> supervisor: stop accepting, drain, close, join (shutdown.rs)
 //! ```
 //!
-//! Subcommands are [`Service`]s: chat.rs, echo.rs, dump.rs and send.rs. protocol.rs is
+//! Subcommands are [`Service`]s: chat.rs, echo.rs, dump.rs and send.rs. protocol/ is
 //! pure code (decoding, sanitising, commands) and config.rs holds every limit.
 
 pub mod addresses;
