@@ -31,9 +31,15 @@ pub fn reachable_addresses(bound: SocketAddr) -> Vec<IpAddr> {
     addresses
 }
 
-/// The command a client runs to join: `nc 192.168.1.23 4001`.
-pub fn join_command(ip: IpAddr, port: u16) -> String {
-    format!("nc {ip} {port}")
+/// The command a client runs to join: `nc 192.168.1.23 4001`, or with TLS
+/// `openssl s_client -quiet -connect 192.168.1.23:4001`.
+pub fn join_command(ip: IpAddr, port: u16, tls: bool) -> String {
+    if tls {
+        let address = std::net::SocketAddr::new(ip, port);
+        format!("openssl s_client -quiet -connect {address}")
+    } else {
+        format!("nc {ip} {port}")
+    }
 }
 
 #[cfg(test)]
@@ -85,8 +91,12 @@ mod tests {
     #[test]
     fn join_commands_are_ready_to_paste() {
         assert_eq!(
-            join_command("192.168.1.23".parse().expect("ip"), 4001),
+            join_command("192.168.1.23".parse().expect("ip"), 4001, false),
             "nc 192.168.1.23 4001"
+        );
+        assert_eq!(
+            join_command("::1".parse().expect("ip"), 4001, true),
+            "openssl s_client -quiet -connect [::1]:4001"
         );
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
+use log::info;
 use parking_lot::Mutex;
 
 use crate::append::AppendFile;
@@ -12,10 +13,12 @@ use crate::cluster::{self, Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
+use crate::error::describe;
 use crate::hub::{self, Event, HubSettings};
 use crate::limits;
 use crate::server::{Connection, Service};
 use crate::transport::Transport;
+use crate::transport::tls::Tls;
 use crate::web::{self, WebSettings};
 
 /// Events that may wait for the hub before client threads block on sending. Blocking is
@@ -32,6 +35,8 @@ pub struct Chat {
     hub_thread: Mutex<Option<JoinHandle<()>>>,
     client_limits: ClientLimits,
     web: WebSettings,
+    /// With `--tls-*`: every connection starts with a handshake.
+    tls: Option<Tls>,
 }
 
 impl Chat {
@@ -44,6 +49,10 @@ impl Chat {
         };
         let transcript = match &config.transcript {
             Some(path) => Some(Arc::new(AppendFile::open(path, false)?)),
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(certificate) => Some(Tls::new(certificate, certificate_names(config))?),
             None => None,
         };
         let cluster = match &config.cluster {
@@ -72,6 +81,7 @@ impl Chat {
         Ok(Chat {
             events,
             cluster: Mutex::new(cluster),
+            tls,
             transcript,
             hub_thread: Mutex::new(Some(hub_thread)),
             client_limits: ClientLimits {
@@ -88,7 +98,20 @@ impl Chat {
 }
 
 impl Service for Chat {
-    fn serve(&self, connection: Connection) {
+    fn serve(&self, mut connection: Connection) {
+        if let Some(tls) = &self.tls {
+            match tls.accept(&connection.stream) {
+                Ok(session) => connection.tls = Some(session),
+                Err(error) => {
+                    info!(
+                        "{}: TLS handshake failed: {}",
+                        connection.peer,
+                        describe(&error)
+                    );
+                    return;
+                }
+            }
+        }
         let limits = self.client_limits;
         match connection.transport {
             Transport::Tcp => {
@@ -97,6 +120,13 @@ impl Service for Chat {
             }
             Transport::Web => web::serve(connection, &self.events, limits, &self.web),
         }
+    }
+
+    fn banner(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .map(|tls| format!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint))
+            .collect()
     }
 
     fn begin_drain(&self) {
@@ -146,6 +176,25 @@ fn cluster_settings(config: &Config, url: &str) -> ClusterSettings {
         timeout: config.cluster_timeout,
         history_entries: (config.history * 100).clamp(100, 10_000),
     }
+}
+
+/// The names a self-signed certificate is made for: this machine's name, `localhost`, and
+/// every address it has.
+fn certificate_names(config: &Config) -> Vec<String> {
+    let mut names = vec![
+        limits::host_name(),
+        String::from("localhost"),
+        config.host.clone(),
+    ];
+    let interfaces = if_addrs::get_if_addrs().unwrap_or_default();
+    names.extend(
+        interfaces
+            .iter()
+            .map(|interface| interface.ip().to_string()),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The message of the day, as the lines clients receive after the welcome.

@@ -67,6 +67,8 @@ pub struct Config {
     /// and announce its clients as gone. Default 10 s: long enough for a busy machine, short
     /// enough that a class notices a crash within seconds.
     pub cluster_timeout: Duration,
+    /// Chat: speak TLS on every port, with this certificate. Default `None`: plain text.
+    pub tls: Option<crate::transport::tls::Certificate>,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
     pub once: bool,
     /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
@@ -99,6 +101,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             web: None,
             cluster: None,
+            tls: None,
             node_name: None,
             cluster_timeout: Duration::from_secs(10),
             web_origins: Vec::new(),

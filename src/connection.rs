@@ -38,6 +38,7 @@ pub(crate) fn serve_client(
         stream: connection.stream.clone(),
         peer: connection.peer,
         transport: input.transport(),
+        tls: connection.tls.clone(),
     };
     if hub.send(joined).is_err() {
         return;

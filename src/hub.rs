@@ -23,6 +23,7 @@ use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable
 use crate::protocol::Input;
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
 use crate::shutdown::ConnectionId;
+use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport};
 
 mod cluster;
@@ -52,6 +53,7 @@ pub(crate) enum Event {
         stream: Arc<TcpStream>,
         peer: SocketAddr,
         transport: Transport,
+        tls: Option<Arc<TlsSession>>,
     },
     /// Everything one read from a client produced, in order.
     Inputs {
@@ -233,7 +235,8 @@ impl Hub {
                 stream,
                 peer,
                 transport,
-            } => self.join(id, stream, peer, transport),
+                tls,
+            } => self.join(id, stream, peer, Outbox::new(transport, tls)),
             Event::Inputs { id, direct, inputs } => {
                 if let Some(update) = direct {
                     self.write_direct(id, *update);
@@ -264,13 +267,7 @@ impl Hub {
         false
     }
 
-    fn join(
-        &mut self,
-        id: ConnectionId,
-        stream: Arc<TcpStream>,
-        peer: SocketAddr,
-        transport: Transport,
-    ) {
+    fn join(&mut self, id: ConnectionId, stream: Arc<TcpStream>, peer: SocketAddr, outbox: Outbox) {
         let nick = self.guest_nick_for(id);
         info!("{nick} joined from {peer}");
         if !self.notices.is_joins() {
@@ -291,7 +288,7 @@ impl Hub {
                 is_operator: false,
                 is_muted: false,
                 wrong_password_at: None,
-                outbox: Outbox::new(transport),
+                outbox,
                 is_dirty: false,
             },
         );

@@ -33,6 +33,7 @@ mod rooms;
 pub mod send;
 pub mod server;
 pub mod shutdown;
+pub mod systemd;
 pub mod transport;
 mod web;
 
@@ -78,9 +79,12 @@ pub enum Mode {
 }
 
 /// Builds the service for `mode` (opening its file first, so a bad file fails before the
-/// port is taken), binds per `config` and starts serving. The binary does
-/// exactly this; tests and embedders call it with port 0.
+/// port is taken), binds per `config` (or takes the sockets systemd passed, see
+/// [`systemd::inherited_listeners`]) and starts serving. The binary does exactly this;
+/// tests and embedders call it with port 0.
 pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
+    // First, while no thread of ours reads the environment: taking them unsets LISTEN_*.
+    let inherited = systemd::inherited_listeners()?;
     let config = &clamp_to_machine(config);
     let service: Arc<dyn Service> = match mode {
         Mode::Chat => Arc::new(Chat::start(config)?),
@@ -97,8 +101,18 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
                 "--cluster joins chat servers only",
             )));
         }
+        if config.tls.is_some() {
+            return Err(Error::Usage(String::from("--tls-* serves the chat only")));
+        }
     }
-    let listener = server::bind(config)?;
-    let web_listener = server::bind_web(config)?;
+    let (listener, web_listener) = match inherited {
+        Some(inherited) if inherited.web.is_some() && !matches!(mode, Mode::Chat) => {
+            return Err(Error::Usage(String::from(
+                "systemd passed a second socket, for the web page, which serves the chat only",
+            )));
+        }
+        Some(inherited) => (inherited.main, inherited.web),
+        None => (server::bind(config)?, server::bind_web(config)?),
+    };
     Server::start_listeners(listener, web_listener, config, service)
 }

@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{LevelFilter, warn};
 
-use tcpchat::{Config, DumpOptions, Mode, SendOptions, ShutdownHandle};
+use tcpchat::transport::tls::Certificate;
+use tcpchat::{Config, DumpOptions, Mode, SendOptions, ShutdownHandle, systemd};
+
+mod assets;
 
 /// The library's defaults: the command line shows and uses exactly these.
 static DEFAULTS: LazyLock<Config> = LazyLock::new(Config::default);
@@ -57,6 +60,19 @@ enum Command {
         keep_open: bool,
     },
 }
+
+// `tcpchat generate-assets DIR`, for packaging: a command line of its own rather than a
+// hidden subcommand of `Cli`, because clap's completion scripts offer hidden ones too.
+/// Write tcpchat's man pages and shell completions (bash, zsh, fish) into DIR.
+#[derive(Parser)]
+#[command(name = "tcpchat generate-assets", bin_name = "tcpchat generate-assets")]
+struct GenerateAssets {
+    /// The folder to write them in (created if missing).
+    dir: PathBuf,
+}
+
+/// The first argument that runs [`GenerateAssets`] instead of the server.
+const GENERATE_ASSETS: &str = "generate-assets";
 
 /// Options every subcommand takes.
 #[derive(Args)]
@@ -140,6 +156,15 @@ struct SharedOptions {
     /// Chat: a node silent this long is lost; its clients are announced as gone.
     #[arg(long, global = true, default_value_t = DEFAULTS.cluster_timeout.as_secs(), value_name = "SECS")]
     cluster_timeout: u64,
+    /// Chat: speak TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// Chat: the private key of --tls-cert (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Chat: speak TLS with a certificate made at start-up (its fingerprint is logged).
+    #[arg(long, global = true)]
+    tls_self_signed: bool,
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = DEFAULTS.drain_timeout.as_secs(), value_name = "SECS")]
     drain_timeout: u64,
@@ -175,6 +200,13 @@ impl SharedOptions {
             transcript: self.transcript.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             web: self.web.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(Certificate::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => self.tls_self_signed.then_some(Certificate::SelfSigned),
+            },
             cluster: self.cluster.clone().filter(|url| !url.is_empty()),
             node_name: self.node_name.clone(),
             cluster_timeout: Duration::from_secs(self.cluster_timeout.max(1)),
@@ -195,6 +227,10 @@ impl SharedOptions {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|first| first == GENERATE_ASSETS) {
+        let request = GenerateAssets::parse_from(std::env::args_os().skip(1));
+        return generate_assets(&request.dir);
+    }
     let cli = Cli::parse();
     init_logging(cli.shared.log_level());
     let config = cli.shared.config();
@@ -214,7 +250,28 @@ fn main() -> ExitCode {
     match run(&config, &mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            // The journal reads the priority of a line from its prefix: this one is an error.
+            let priority = if systemd::stderr_is_journal() { "<3>" } else { "" };
+            eprintln!("{priority}error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate_assets(dir: &std::path::Path) -> ExitCode {
+    match assets::generate(Cli::command(), dir) {
+        Ok(written) => {
+            for path in written {
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "error: cannot write to {}: {}",
+                dir.display(),
+                tcpchat::error::describe(&error)
+            );
             ExitCode::FAILURE
         }
     }
@@ -236,6 +293,7 @@ fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
         }
         // Before the server is up, `run` sees the flag once it has the handle.
         if let Some(shutdown) = handler_shutdown.get() {
+            systemd::notify_stopping();
             shutdown.request();
         }
     });
@@ -243,16 +301,21 @@ fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
         warn!("cannot handle Ctrl-C: {error}");
     }
     let server = tcpchat::start(config, mode)?;
+    // Before the handler can see the handle, so that STOPPING=1 always follows READY=1.
+    systemd::notify_ready(server.local_addr());
     let shutdown = server.shutdown_handle();
     let _ = server_shutdown.set(shutdown.clone());
     if interrupted.load(Ordering::SeqCst) {
         // Interrupted while starting; asking twice is harmless if the handler saw it too.
+        systemd::notify_stopping();
         shutdown.request();
     }
     server.join()
 }
 
-/// Log lines on stderr: `2026-11-26T16:00:00.123Z INFO  listening on 0.0.0.0:4001`.
+/// Log lines on stderr: `2026-11-26T16:00:00.123Z INFO  listening on 0.0.0.0:4001`, or,
+/// when stderr is the journal, `<6>listening on 0.0.0.0:4001`: the journal stamps each
+/// line itself and reads its priority from the `<N>` prefix.
 /// RUST_LOG, when set, overrides -q and -v.
 fn init_logging(level: LevelFilter) {
     let mut builder = env_logger::Builder::new();
@@ -260,14 +323,21 @@ fn init_logging(level: LevelFilter) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }
-    builder.format(|out, record| {
-        writeln!(
-            out,
-            "{} {:5} {}",
-            out.timestamp_millis(),
-            record.level(),
-            record.args()
-        )
-    });
+    if systemd::stderr_is_journal() {
+        builder.format(|out, record| {
+            let priority = systemd::syslog_priority(record.level());
+            writeln!(out, "<{priority}>{}", record.args())
+        });
+    } else {
+        builder.format(|out, record| {
+            writeln!(
+                out,
+                "{} {:5} {}",
+                out.timestamp_millis(),
+                record.level(),
+                record.args()
+            )
+        });
+    }
     builder.init();
 }

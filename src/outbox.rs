@@ -25,6 +25,7 @@ use crate::rooms::RoomId;
 use crate::server::{SEND_NOW, poll};
 use crate::shutdown::ConnectionId;
 use crate::transport::telnet::Screen;
+use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport, websocket};
 
 /// Ranges handed to one `writev` (the kernel takes up to 1024).
@@ -113,6 +114,12 @@ pub(crate) struct Outbox {
     /// Passed `--max-pending`: the client is to be disconnected as a slow consumer.
     pub(crate) overflowed: bool,
     encoding: Encoding,
+    /// The client's TLS session: what is queued is plain text, encrypted when sent.
+    tls: Option<Arc<TlsSession>>,
+    /// The TLS session holds encrypted bytes the kernel has not taken yet.
+    tls_pending: bool,
+    /// After what is queued, end the TLS session (close_notify).
+    tls_closing: bool,
 }
 
 /// What a client's transport puts around the hub's lines.
@@ -129,12 +136,13 @@ enum Encoding {
 
 impl Outbox {
     /// An outbox for a client of `transport`.
-    pub(crate) fn new(transport: Transport) -> Outbox {
+    pub(crate) fn new(transport: Transport, tls: Option<Arc<TlsSession>>) -> Outbox {
         Outbox {
             encoding: match transport {
                 Transport::Tcp => Encoding::Plain,
                 Transport::Web => Encoding::WebSocket,
             },
+            tls,
             ..Outbox::default()
         }
     }
@@ -183,6 +191,7 @@ impl Outbox {
     pub(crate) fn push_last(&mut self, chunk: Chunk) {
         let chunk = self.encode(chunk);
         self.push(chunk);
+        self.tls_closing = true;
         match &mut self.encoding {
             Encoding::Plain => {}
             Encoding::Telnet(screen) => screen.stop_redrawing(),
@@ -225,7 +234,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && !self.tls_pending
     }
 
     pub(crate) fn clear(&mut self) {
@@ -239,6 +248,9 @@ impl Outbox {
             && let Some(input_line) = screen.redraw()
         {
             self.push_bytes(Chunk::whole(input_line));
+        }
+        if let Some(session) = self.tls.clone() {
+            return self.send_encrypted(&session, stream);
         }
         let socket = SockRef::from(stream);
         while !self.chunks.is_empty() {
@@ -263,6 +275,31 @@ impl Outbox {
             self.chunks = VecDeque::new();
         }
         Ok(())
+    }
+
+    /// The TLS way: encrypt what the session takes, give the kernel what it takes, and
+    /// again while both make progress.
+    fn send_encrypted(&mut self, session: &TlsSession, stream: &TcpStream) -> io::Result<()> {
+        loop {
+            let mut encrypted = 0;
+            while let Some(front) = self.chunks.front() {
+                let taken = session.encrypt(&front.bytes[front.start..front.end]);
+                encrypted += taken;
+                let whole = taken == front.len();
+                self.advance(taken);
+                if !whole {
+                    break; // the session's buffer is full
+                }
+            }
+            if self.chunks.is_empty() && std::mem::take(&mut self.tls_closing) {
+                session.close();
+            }
+            let all_out = session.send_available(stream)?;
+            self.tls_pending = !all_out;
+            if !all_out || self.chunks.is_empty() || encrypted == 0 {
+                return Ok(());
+            }
+        }
     }
 
     fn advance(&mut self, mut sent: usize) {

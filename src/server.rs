@@ -7,7 +7,7 @@
 //!     └── Spawned/AcceptStopped ┴──> supervisor <── ShutdownHandle (Ctrl-C)
 //! ```
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::error::{Error, describe};
 use crate::limits::Places;
 use crate::shutdown::{ConnectionId, Control, ShutdownHandle, Supervisor};
 use crate::transport::Transport;
+use crate::transport::tls::TlsSession;
 use crate::web;
 
 /// How many connections may wait in the kernel's accept queue (capped by somaxconn).
@@ -67,6 +68,8 @@ pub struct Connection {
     pub shutdown: ShutdownHandle,
     /// The listener it came in on.
     pub transport: Transport,
+    /// The TLS session, once the service has done the handshake (`--tls-*`).
+    pub(crate) tls: Option<Arc<TlsSession>>,
 }
 
 /// What one read from a client gave.
@@ -85,7 +88,7 @@ impl Connection {
     /// Reads what the client sent next into `buffer`, blocking until something happens.
     pub fn receive<'a>(&self, buffer: &'a mut [u8]) -> Received<'a> {
         loop {
-            return match (&*self.stream).read(buffer) {
+            return match self.read(buffer) {
                 Ok(0) => Received::Closed,
                 Ok(count) => Received::Data(&buffer[..count]),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -99,6 +102,24 @@ impl Connection {
                 }
                 Err(error) => Received::Failed(error),
             };
+        }
+    }
+
+    /// Reads what the client sent, decrypted if it speaks TLS.
+    pub(crate) fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(session) => session.read(&self.stream, buffer),
+            None => (&*self.stream).read(buffer),
+        }
+    }
+
+    /// Writes all of `bytes`, blocking, encrypted if the client speaks TLS. Only for the
+    /// connection's own thread before the client is the hub's (HTTP responses, the
+    /// WebSocket handshake) and for the subcommands without a hub.
+    pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            Some(session) => session.write_all_blocking(&self.stream, bytes),
+            None => (&*self.stream).write_all(bytes),
         }
     }
 
@@ -170,6 +191,11 @@ pub trait Service: Send + Sync + 'static {
     /// The drain timeout passed: send what is still owed to each connection. The server
     /// then writes [`Service::goodbye`] to each and closes them.
     fn close_all(&self) {}
+
+    /// Lines for the start-up log after where to connect (the TLS fingerprint to compare).
+    fn banner(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// A last line for every connection the server closes itself, if any.
     fn goodbye(&self) -> Option<Vec<u8>> {
@@ -304,13 +330,14 @@ impl Server {
                 source,
             })?;
         info!("listening on {local_addr}");
+        let tls = config.tls.is_some();
         if let Some(web_addr) = web_addr {
-            info!("web page on {}", web::page_url(web_addr));
+            info!("web page on {}", web::page_url(web_addr, tls));
         }
         for ip in addresses::reachable_addresses(local_addr) {
             info!(
                 "join with: {}",
-                addresses::join_command(ip, local_addr.port())
+                addresses::join_command(ip, local_addr.port(), tls)
             );
         }
         for ip in web_addr
@@ -318,7 +345,10 @@ impl Server {
             .unwrap_or_default()
         {
             let port = web_addr.map_or(0, |address| address.port());
-            info!("open {}", web::page_url(SocketAddr::new(ip, port)));
+            info!("open {}", web::page_url(SocketAddr::new(ip, port), tls));
+        }
+        for line in service.banner() {
+            info!("{line}");
         }
         let supervisor = Supervisor::new(
             control_receiver,
@@ -499,7 +529,12 @@ impl Acceptor {
             Ok(slot) => slot,
             Err(refusal) => {
                 info!("refused {peer}: {}", refusal.reason());
-                refuse(&stream, transport, &refusal.line());
+                let line = if self.config.tls.is_some() {
+                    Vec::new() // no words before a handshake: a TLS client could not read them
+                } else {
+                    refusal.line()
+                };
+                refuse(&stream, transport, &line);
                 return false;
             }
         };
@@ -518,6 +553,7 @@ impl Acceptor {
             peer,
             shutdown: self.shutdown.clone(),
             transport,
+            tls: None,
         };
         let service = Arc::clone(&self.service);
         debug!("connection #{id} from {peer}");
@@ -538,7 +574,12 @@ impl Acceptor {
                     warn!("cannot start a thread for {peer}: {}", describe(&error));
                     self.in_error_burst = true;
                 }
-                refuse(&stream, transport, b"! server busy, try again later\n");
+                let line: &[u8] = if self.config.tls.is_some() {
+                    b""
+                } else {
+                    b"! server busy, try again later\n"
+                };
+                refuse(&stream, transport, line);
                 thread::sleep(ACCEPT_BACKOFF);
                 None
             }
@@ -558,8 +599,13 @@ fn is_transient_accept_error(error: &io::Error) -> bool {
 }
 
 /// Sends a one-line reason and closes, without ever blocking the acceptor.
-/// A browser gets the line as the body of a 503 response.
+/// A browser gets the line as the body of a 503 response; an empty line is no words
+/// (TLS: nothing is readable before the handshake).
 fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
+    if line.is_empty() {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     let response;
     let bytes = match transport {
         Transport::Tcp => line,

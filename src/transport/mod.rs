@@ -4,6 +4,8 @@
 //!
 //! - `telnet/`: negotiation, character-mode echo, the input line kept below incoming chat.
 //! - `websocket.rs`: browser clients (the HTTP side, the page and the handshake, is web/).
+//! - `tls.rs`: TLS under either, with the session shared by the client's thread and the
+//!   hub.
 //!
 //! A client's thread never writes to its socket once the client has joined: what its
 //! transport must send (telnet answers and echo, WebSocket pongs and close frames) goes to
@@ -11,6 +13,7 @@
 //! writer, puts it in order with everything else it sends that client.
 
 pub(crate) mod telnet;
+pub mod tls;
 pub(crate) mod websocket;
 
 /// Which listener a connection came in on.

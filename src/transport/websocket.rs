@@ -18,6 +18,7 @@ use tungstenite::{Error as WsError, Message};
 
 pub(crate) use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::tls::TlsSession;
 use super::{DirectOutput, Transport};
 use crate::connection::{ClientInput, End, Read as ReadOutcome, collect_input};
 use crate::error::describe;
@@ -72,12 +73,16 @@ pub(crate) struct WebSocketInput {
 /// for the hub.
 struct Wire {
     stream: Arc<TcpStream>,
+    tls: Option<Arc<TlsSession>>,
     written: Vec<u8>,
 }
 
 impl Read for Wire {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        (&*self.stream).read(buffer)
+        match &self.tls {
+            Some(session) => session.read(&self.stream, buffer),
+            None => (&*self.stream).read(buffer),
+        }
     }
 }
 
@@ -97,6 +102,7 @@ impl WebSocketInput {
     /// the HTTP request (a first frame sent at once).
     pub(crate) fn new(
         stream: Arc<TcpStream>,
+        tls: Option<Arc<TlsSession>>,
         already_read: Vec<u8>,
         max_line: usize,
         idle_timeout: Option<Duration>,
@@ -108,6 +114,7 @@ impl WebSocketInput {
             .max_frame_size(Some(MAX_MESSAGE));
         let wire = Wire {
             stream,
+            tls,
             written: Vec::new(),
         };
         WebSocketInput {

@@ -1,8 +1,9 @@
 //! The HTTP side of `--web`: reading one request within a deadline and a size cap, checking
 //! that it is meant for this server, and the responses.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
+
+use crate::server::Connection;
 use std::time::{Duration, Instant};
 
 /// The most a request's head (request line and headers) may take. 8 KiB: a browser's
@@ -50,7 +51,8 @@ pub enum RequestError {
 
 /// Reads one request head within [`REQUEST_DEADLINE`]; returns it with whatever bytes came
 /// after it (the start of a WebSocket stream).
-pub fn read_request(stream: &TcpStream) -> Result<(Request, Vec<u8>), RequestError> {
+pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), RequestError> {
+    let stream = &connection.stream;
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -62,7 +64,7 @@ pub fn read_request(stream: &TcpStream) -> Result<(Request, Vec<u8>), RequestErr
         stream
             .set_read_timeout(Some(left))
             .map_err(RequestError::Io)?;
-        let count = match (&*stream).read(&mut chunk) {
+        let count = match connection.read(&mut chunk) {
             Ok(0) => return Err(RequestError::Closed),
             Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -142,7 +144,7 @@ pub fn host_name(authority: &str) -> &str {
 /// client that does not read them still cannot hold this thread for long: the socket's
 /// send buffer takes them whole.
 pub fn respond(
-    stream: &TcpStream,
+    connection: &Connection,
     status: &str,
     content_type: &str,
     body: &[u8],
@@ -158,16 +160,15 @@ pub fn respond(
          Connection: close\r\n\r\n",
         body.len()
     );
-    let mut writer = stream;
-    writer.write_all(head.as_bytes())?;
-    writer.write_all(body)?;
-    writer.flush()
+    let mut response = head.into_bytes();
+    response.extend_from_slice(body);
+    connection.write_all(&response)
 }
 
 /// A plain-text error response: `status` and one line saying why.
-pub fn respond_error(stream: &TcpStream, status: &str, why: &str) -> io::Result<()> {
+pub fn respond_error(connection: &Connection, status: &str, why: &str) -> io::Result<()> {
     respond(
-        stream,
+        connection,
         status,
         "text/plain; charset=utf-8",
         format!("{why}\n").as_bytes(),
@@ -175,7 +176,7 @@ pub fn respond_error(stream: &TcpStream, status: &str, why: &str) -> io::Result<
 }
 
 /// The 101 response that turns the connection into a WebSocket.
-pub fn respond_switching_protocols(stream: &TcpStream, key: &str) -> io::Result<()> {
+pub fn respond_switching_protocols(connection: &Connection, key: &str) -> io::Result<()> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
@@ -183,8 +184,7 @@ pub fn respond_switching_protocols(stream: &TcpStream, key: &str) -> io::Result<
          Connection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
-    let mut writer = stream;
-    writer.write_all(head.as_bytes())
+    connection.write_all(head.as_bytes())
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub(crate) fn serve(
 ) {
     let peer = connection.peer;
     let stream = &connection.stream;
-    let (request, already_read) = match http::read_request(stream) {
+    let (request, already_read) = match http::read_request(&connection) {
         Ok(request) => request,
         Err(error) => {
             let (status, why) = match error {
@@ -83,7 +83,7 @@ pub(crate) fn serve(
     match body {
         Some((content_type, body)) => {
             debug!("web {peer}: GET {}", request.path);
-            let _ = respond(stream, "200 OK", content_type, body.as_bytes());
+            let _ = respond(&connection, "200 OK", content_type, body.as_bytes());
             close(&connection);
         }
         None => finish(&connection, "404 Not Found", "no such page"),
@@ -115,13 +115,14 @@ fn upgrade(
             "WebSocket version 13 only",
         );
     }
-    if let Err(error) = http::respond_switching_protocols(&connection.stream, key) {
+    if let Err(error) = http::respond_switching_protocols(&connection, key) {
         debug!("web {peer}: handshake failed: {}", describe(&error));
         return;
     }
     debug!("web {peer}: WebSocket open");
     let mut input = WebSocketInput::new(
         connection.stream.clone(),
+        connection.tls.clone(),
         already_read,
         limits.max_line,
         settings.idle_timeout,
@@ -131,7 +132,7 @@ fn upgrade(
 
 /// Sends an error response and closes.
 fn finish(connection: &Connection, status: &str, why: &str) {
-    let _ = respond_error(&connection.stream, status, why);
+    let _ = respond_error(connection, status, why);
     close(connection);
 }
 
@@ -201,7 +202,8 @@ pub fn unavailable_response(line: &[u8]) -> Vec<u8> {
     response
 }
 
-/// The web page's address, for the log: `http://0.0.0.0:8080/`.
-pub fn page_url(address: SocketAddr) -> String {
-    format!("http://{address}/")
+/// The web page's address, for the log: `http://0.0.0.0:8080/` (`https` with TLS).
+pub fn page_url(address: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{address}/")
 }

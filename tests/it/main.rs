@@ -14,5 +14,6 @@ mod shutdown;
 mod support;
 mod telnet_program;
 mod terminals;
+mod tls;
 mod transcript;
 mod web;
