@@ -70,7 +70,11 @@ fn service_sections() -> Roff {
         "It could not start (the port is taken, a file cannot be opened, bad options) or \
          could not finish cleanly; one line on stderr says why.",
     );
-    entry(&mut roff, "130", "A second SIGINT or SIGTERM cut the drain short.");
+    entry(
+        &mut roff,
+        "130",
+        "A second SIGINT or SIGTERM cut the drain short.",
+    );
     roff.control("SH", ["ENVIRONMENT"]);
     entry(
         &mut roff,
@@ -105,7 +109,7 @@ fn service_sections() -> Roff {
     );
     entry(
         &mut roff,
-        "/lib/systemd/system/tcpchat.service, /lib/systemd/system/tcpchat.socket",
+        "/usr/lib/systemd/system/tcpchat.service, /usr/lib/systemd/system/tcpchat.socket",
         "The service and its socket (Debian package).",
     );
     roff.control("SH", ["SEE ALSO"]);
@@ -117,5 +121,7 @@ fn service_sections() -> Roff {
 
 /// One `.TP` entry: the term in bold, its text below.
 fn entry(roff: &mut Roff, term: &str, text: &str) {
-    roff.control("TP", []).text([bold(term)]).text([roman(text)]);
+    roff.control("TP", [])
+        .text([bold(term)])
+        .text([roman(text)]);
 }

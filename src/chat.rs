@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings};
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::server::{Connection, Service};
 use crate::transport::Transport;
 use crate::transport::tls::Tls;
@@ -41,7 +42,7 @@ pub struct Chat {
 
 impl Chat {
     /// Starts the hub thread.
-    pub fn start(config: &Config) -> Result<Chat, Error> {
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Chat, Error> {
         let (events, receiver) = crossbeam_channel::bounded(HUB_QUEUE_CAPACITY);
         let motd = match &config.motd {
             Some(path) => Some(read_motd(path)?),
@@ -70,6 +71,7 @@ impl Chat {
             motd,
             transcript: transcript.clone(),
             cluster: cluster.as_ref().map(|cluster| cluster.hub_link()),
+            metrics,
         };
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))
@@ -103,6 +105,7 @@ impl Service for Chat {
             match tls.accept(&connection.stream) {
                 Ok(session) => connection.tls = Some(session),
                 Err(error) => {
+                    connection.metrics.refused("bad_handshake");
                     info!(
                         "{}: TLS handshake failed: {}",
                         connection.peer,
@@ -119,6 +122,8 @@ impl Service for Chat {
                 connection::serve_client(connection, &self.events, limits, &mut input);
             }
             Transport::Web => web::serve(connection, &self.events, limits, &self.web),
+            // The server serves the metrics port itself.
+            Transport::Metrics => {}
         }
     }
 
@@ -172,7 +177,7 @@ fn cluster_settings(config: &Config, url: &str) -> ClusterSettings {
         url: url.to_owned(),
         redacted_url: cluster::redact(url),
         node,
-        incarnation: cluster::now_millis(),
+        incarnation: cluster::now_micros(),
         timeout: config.cluster_timeout,
         history_entries: (config.history * 100).clamp(100, 10_000),
     }

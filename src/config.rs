@@ -69,6 +69,8 @@ pub struct Config {
     pub cluster_timeout: Duration,
     /// Chat: speak TLS on every port, with this certificate. Default `None`: plain text.
     pub tls: Option<crate::transport::tls::Certificate>,
+    /// Serve `/metrics` for Prometheus on this `[HOST:]PORT`. Default `None`: no metrics port.
+    pub metrics: Option<String>,
     /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
     pub once: bool,
     /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
@@ -102,6 +104,7 @@ impl Default for Config {
             web: None,
             cluster: None,
             tls: None,
+            metrics: None,
             node_name: None,
             cluster_timeout: Duration::from_secs(10),
             web_origins: Vec::new(),

@@ -202,6 +202,7 @@ fn forward(
     let mut batch = Vec::new();
     for input in inputs {
         while let Err(wait) = bucket.take(Instant::now()) {
+            connection.metrics.flood_pauses.inc();
             if !send(std::mem::take(&mut batch)) || !connection.pause(wait) {
                 return false;
             }

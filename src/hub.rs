@@ -19,6 +19,7 @@ use crate::append::AppendFile;
 use crate::cluster::wire::Shared;
 use crate::cluster::{Incoming, Outgoing};
 use crate::error::describe;
+use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::Input;
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
@@ -128,6 +129,8 @@ pub(crate) struct HubSettings {
     pub motd: Option<SharedBytes>,
     /// Where every public line goes, with its time and room.
     pub transcript: Option<Arc<AppendFile>>,
+    /// What the hub counts (`--metrics`).
+    pub metrics: Arc<Metrics>,
     /// With `--cluster`: where to send shared events, this node's name and incarnation.
     pub cluster: Option<(crossbeam_channel::Sender<Outgoing>, String, u64)>,
 }
@@ -153,6 +156,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
         settings,
         transcript_pending: Vec::new(),
     };
+    hub.settings.metrics.rooms.set(hub.rooms.count() as i64);
     loop {
         let first = if hub.delivery.dirty.is_empty() {
             match events.recv() {
@@ -176,6 +180,8 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
                 stop = hub.handle(event);
             }
         }
+        // Before anyone hears of a change, so that a scrape never lags what clients saw.
+        hub.settings.metrics.rooms.set(hub.rooms.count() as i64);
         hub.flush_notices();
         hub.send_pending_output();
         hub.write_transcript();
@@ -224,6 +230,9 @@ struct Client {
     wrong_password_at: Option<Instant>,
     outbox: Outbox,
     is_dirty: bool,
+    /// How it is connected, for the metrics.
+    transport: Transport,
+    tls: bool,
 }
 
 impl Hub {
@@ -236,8 +245,10 @@ impl Hub {
                 peer,
                 transport,
                 tls,
-            } => self.join(id, stream, peer, Outbox::new(transport, tls)),
+            } => self.join(id, stream, peer, transport, tls),
             Event::Inputs { id, direct, inputs } => {
+                let lines = inputs.len() as u64;
+                self.settings.metrics.lines_received.inc_by(lines);
                 if let Some(update) = direct {
                     self.write_direct(id, *update);
                 }
@@ -267,7 +278,17 @@ impl Hub {
         false
     }
 
-    fn join(&mut self, id: ConnectionId, stream: Arc<TcpStream>, peer: SocketAddr, outbox: Outbox) {
+    fn join(
+        &mut self,
+        id: ConnectionId,
+        stream: Arc<TcpStream>,
+        peer: SocketAddr,
+        transport: Transport,
+        tls: Option<Arc<TlsSession>>,
+    ) {
+        let has_tls = tls.is_some();
+        let outbox = Outbox::new(transport, tls, self.settings.metrics.bytes_sent.clone());
+        self.settings.metrics.count_client(transport, has_tls, 1);
         let nick = self.guest_nick_for(id);
         info!("{nick} joined from {peer}");
         if !self.notices.is_joins() {
@@ -290,6 +311,8 @@ impl Hub {
                 wrong_password_at: None,
                 outbox,
                 is_dirty: false,
+                transport,
+                tls: has_tls,
             },
         );
         self.rooms.enter(LOBBY);
@@ -331,6 +354,9 @@ impl Hub {
             return; // removed as a slow consumer by the commit
         };
         self.nick_owners.remove(&client.nick.to_ascii_lowercase());
+        self.settings
+            .metrics
+            .count_client(client.transport, client.tls, -1);
         if let Some(farewell) = farewell {
             client.outbox.push_last(Chunk::whole(line(farewell)));
         }
@@ -411,6 +437,8 @@ impl Hub {
     fn queue(&mut self, id: ConnectionId, bytes: SharedBytes) {
         self.commit_round();
         if let Some(client) = self.clients.get_mut(&id) {
+            let lines = bytes.iter().filter(|&&byte| byte == b'\n').count();
+            self.settings.metrics.deliveries.inc_by(lines as u64);
             let chunk = client.outbox.encode(Chunk::whole(bytes));
             push_to(client, id, &mut self.delivery, chunk);
         }
@@ -439,13 +467,15 @@ impl Hub {
         let Some(sealed) = self.round.seal() else {
             return;
         };
+        let mut deliveries = 0;
         for (&id, client) in self.clients.iter_mut() {
             let room = client.room;
             let ending = client.outbox.line_ending();
-            sealed.chunks_for(id, room, ending, |chunk| {
+            deliveries += sealed.chunks_for(id, room, ending, |chunk| {
                 push_to(client, id, &mut self.delivery, chunk)
             });
         }
+        self.settings.metrics.deliveries.inc_by(deliveries);
         self.remove_slow_consumers();
     }
 
@@ -480,6 +510,7 @@ impl Hub {
 
     fn remove_slow_consumers(&mut self) {
         while let Some(id) = self.delivery.slow.pop() {
+            self.settings.metrics.slow_consumers.inc();
             self.remove(id, LeaveReason::SlowConsumer, None);
         }
     }
@@ -521,6 +552,9 @@ impl Hub {
                 client.peer,
                 LeaveReason::ServerShutdown
             );
+            self.settings
+                .metrics
+                .count_client(client.transport, client.tls, -1);
             if self.cluster.is_some() {
                 // The other nodes' clients see them go; nobody here is left to tell.
                 self.publish(Shared::Left {

@@ -26,6 +26,7 @@ pub mod echo;
 pub mod error;
 mod hub;
 pub mod limits;
+pub mod metrics;
 mod outbox;
 pub mod protocol;
 pub mod rate;
@@ -44,6 +45,7 @@ pub use config::Config;
 pub use dump::{Dump, DumpOptions};
 pub use echo::Echo;
 pub use error::Error;
+pub use metrics::Metrics;
 pub use send::{SendFile, SendOptions};
 pub use server::{Connection, Server, Service};
 pub use shutdown::ShutdownHandle;
@@ -86,8 +88,9 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
     // First, while no thread of ours reads the environment: taking them unsets LISTEN_*.
     let inherited = systemd::inherited_listeners()?;
     let config = &clamp_to_machine(config);
+    let metrics = Arc::new(Metrics::new(config.cluster.is_some()));
     let service: Arc<dyn Service> = match mode {
-        Mode::Chat => Arc::new(Chat::start(config)?),
+        Mode::Chat => Arc::new(Chat::start(config, Arc::clone(&metrics))?),
         Mode::Echo => Arc::new(Echo::new(config.max_line)),
         Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
         Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
@@ -112,7 +115,15 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
             )));
         }
         Some(inherited) => (inherited.main, inherited.web),
-        None => (server::bind(config)?, server::bind_web(config)?),
+        None => (
+            server::bind(config)?,
+            server::bind_extra(config, &config.web)?,
+        ),
     };
-    Server::start_listeners(listener, web_listener, config, service)
+    let listeners = server::Listeners {
+        main: listener,
+        web: web_listener,
+        metrics: server::bind_extra(config, &config.metrics)?,
+    };
+    Server::start_listeners(listeners, config, service, metrics)
 }

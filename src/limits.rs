@@ -43,6 +43,14 @@ impl Refusal {
         }
     }
 
+    /// The reason as a metrics label.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server_full",
+            Refusal::TooManyFromAddress => "per_ip",
+        }
+    }
+
     /// The line the refused client receives before the connection closes.
     pub(crate) fn line(&self) -> Vec<u8> {
         format!("! {}\n", self.reason()).into_bytes()
@@ -88,9 +96,24 @@ impl Places {
         Ok(ConnectionSlot {
             id,
             ip,
-            places: self.clone(),
+            places: Some(self.clone()),
             control,
         })
+    }
+
+    /// A slot that takes no place: for `/metrics` scrapes, which must work on a full
+    /// server. It still reports the end of its connection to the supervisor.
+    pub(crate) fn uncounted(
+        id: ConnectionId,
+        ip: IpAddr,
+        control: Sender<Control>,
+    ) -> ConnectionSlot {
+        ConnectionSlot {
+            id,
+            ip,
+            places: None,
+            control,
+        }
     }
 
     fn give_back(&self, ip: IpAddr) {
@@ -110,13 +133,16 @@ impl Places {
 pub(crate) struct ConnectionSlot {
     id: ConnectionId,
     ip: IpAddr,
-    places: Places,
+    /// Where its place goes back to (`None`: it took none).
+    places: Option<Places>,
     control: Sender<Control>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.places.give_back(self.ip);
+        if let Some(places) = &self.places {
+            places.give_back(self.ip);
+        }
         let _ = self.control.send(Control::Finished(self.id));
     }
 }

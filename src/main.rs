@@ -156,8 +156,17 @@ struct SharedOptions {
     /// Chat: a node silent this long is lost; its clients are announced as gone.
     #[arg(long, global = true, default_value_t = DEFAULTS.cluster_timeout.as_secs(), value_name = "SECS")]
     cluster_timeout: u64,
+    /// Serve /metrics for Prometheus on [HOST:]PORT (0 picks a free port).
+    #[arg(long, global = true, value_name = "[HOST:]PORT")]
+    metrics: Option<String>,
     /// Chat: speak TLS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long, global = true, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
     tls_cert: Option<PathBuf>,
     /// Chat: the private key of --tls-cert (PEM).
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
@@ -200,6 +209,7 @@ impl SharedOptions {
             transcript: self.transcript.clone(),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             web: self.web.clone(),
+            metrics: self.metrics.clone(),
             tls: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some(Certificate::Files {
                     cert: cert.clone(),
@@ -227,7 +237,10 @@ impl SharedOptions {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|first| first == GENERATE_ASSETS) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == GENERATE_ASSETS)
+    {
         let request = GenerateAssets::parse_from(std::env::args_os().skip(1));
         return generate_assets(&request.dir);
     }
@@ -251,7 +264,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // The journal reads the priority of a line from its prefix: this one is an error.
-            let priority = if systemd::stderr_is_journal() { "<3>" } else { "" };
+            let priority = if systemd::stderr_is_journal() {
+                "<3>"
+            } else {
+                ""
+            };
             eprintln!("{priority}error: {error}");
             ExitCode::FAILURE
         }

@@ -17,7 +17,10 @@ use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 use socket2::SockRef;
 
@@ -120,6 +123,8 @@ pub(crate) struct Outbox {
     tls_pending: bool,
     /// After what is queued, end the TLS session (close_notify).
     tls_closing: bool,
+    /// Where the bytes the kernel takes are counted (`--metrics`).
+    sent_bytes: Counter<u64, AtomicU64>,
 }
 
 /// What a client's transport puts around the hub's lines.
@@ -136,13 +141,19 @@ enum Encoding {
 
 impl Outbox {
     /// An outbox for a client of `transport`.
-    pub(crate) fn new(transport: Transport, tls: Option<Arc<TlsSession>>) -> Outbox {
+    pub(crate) fn new(
+        transport: Transport,
+        tls: Option<Arc<TlsSession>>,
+        sent_bytes: Counter<u64, AtomicU64>,
+    ) -> Outbox {
         Outbox {
             encoding: match transport {
                 Transport::Tcp => Encoding::Plain,
                 Transport::Web => Encoding::WebSocket,
+                Transport::Metrics => Encoding::Plain,
             },
             tls,
+            sent_bytes,
             ..Outbox::default()
         }
     }
@@ -264,7 +275,10 @@ impl Outbox {
                 socket.send_vectored_with_flags(&slices[..count], SEND_NOW)
             };
             match result {
-                Ok(sent) => self.advance(sent),
+                Ok(sent) => {
+                    self.sent_bytes.inc_by(sent as u64);
+                    self.advance(sent);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -294,7 +308,8 @@ impl Outbox {
             if self.chunks.is_empty() && std::mem::take(&mut self.tls_closing) {
                 session.close();
             }
-            let all_out = session.send_available(stream)?;
+            let (all_out, sent) = session.send_available(stream)?;
+            self.sent_bytes.inc_by(sent as u64);
             self.tls_pending = !all_out;
             if !all_out || self.chunks.is_empty() || encrypted == 0 {
                 return Ok(());
@@ -331,6 +346,8 @@ struct Segment {
     end: usize,
     except: Option<ConnectionId>,
     room: Option<RoomId>,
+    /// Lines in the segment, for counting deliveries.
+    lines: u32,
 }
 
 impl Segment {
@@ -354,8 +371,16 @@ impl Round {
         self.bytes.push(b'\n');
         let end = self.bytes.len();
         match self.segments.last_mut() {
-            Some(last) if last.except == except && last.room == room => last.end = end,
-            _ => self.segments.push(Segment { end, except, room }),
+            Some(last) if last.except == except && last.room == room => {
+                last.end = end;
+                last.lines += 1;
+            }
+            _ => self.segments.push(Segment {
+                end,
+                except,
+                room,
+                lines: 1,
+            }),
         }
     }
 
@@ -394,14 +419,15 @@ struct Rendering {
 
 impl SealedRound {
     /// The ranges `recipient`, in `room`, gets: its room's lines and everyone's, but not
-    /// its own; adjacent ranges merged; lines ending in `ending`.
+    /// its own; adjacent ranges merged; lines ending in `ending`. Returns how many lines.
     pub(crate) fn chunks_for(
         &self,
         recipient: ConnectionId,
         room: RoomId,
         ending: LineEnding,
         mut take: impl FnMut(Chunk),
-    ) {
+    ) -> u64 {
+        let mut lines = 0;
         let rendering = match ending {
             LineEnding::Lf => &self.lf,
             LineEnding::CrLf => self.crlf.get_or_init(|| self.render_crlf()),
@@ -410,6 +436,9 @@ impl SealedRound {
         let mut start = 0;
         for (segment, &end) in self.segments.iter().zip(&rendering.segment_ends) {
             let wanted = segment.is_for(recipient, room);
+            if wanted {
+                lines += u64::from(segment.lines);
+            }
             match (wanted, run_start) {
                 (true, None) => run_start = Some(start),
                 (false, Some(from)) => {
@@ -423,6 +452,7 @@ impl SealedRound {
         if let Some(from) = run_start {
             take(rendering.chunk(from, start));
         }
+        lines
     }
 
     fn render_crlf(&self) -> Rendering {

@@ -109,6 +109,14 @@ impl Rooms {
             .flat_map(|room| room.history.iter())
     }
 
+    /// How many rooms [`Rooms::list`] lists.
+    pub(crate) fn count(&self) -> usize {
+        self.rooms
+            .iter()
+            .filter(|(id, room)| room.members > 0 || **id == LOBBY)
+            .count()
+    }
+
     /// Every room with its member count, by name. (An empty room other than the lobby
     /// exists only to keep the history a cluster shares: it is not listed.)
     pub(crate) fn list(&self) -> Vec<(&str, usize)> {

@@ -22,6 +22,7 @@ use crate::addresses;
 use crate::config::Config;
 use crate::error::{Error, describe};
 use crate::limits::Places;
+use crate::metrics::{self, Metrics};
 use crate::shutdown::{ConnectionId, Control, ShutdownHandle, Supervisor};
 use crate::transport::Transport;
 use crate::transport::tls::TlsSession;
@@ -68,6 +69,8 @@ pub struct Connection {
     pub shutdown: ShutdownHandle,
     /// The listener it came in on.
     pub transport: Transport,
+    /// The server's counters.
+    pub(crate) metrics: Arc<Metrics>,
     /// The TLS session, once the service has done the handshake (`--tls-*`).
     pub(crate) tls: Option<Arc<TlsSession>>,
 }
@@ -214,10 +217,17 @@ pub fn bind(config: &Config) -> Result<TcpListener, Error> {
     bind_to(&config.host, config.port)
 }
 
-/// Binds the `--web` listener, if asked for: `PORT` listens on the main host, `HOST:PORT`
-/// (`[::]:PORT` for IPv6) where it says.
-pub fn bind_web(config: &Config) -> Result<Option<TcpListener>, Error> {
-    let Some(spec) = &config.web else {
+/// The listeners a server accepts on: the main port, and the `--web` and `--metrics` ones.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub web: Option<TcpListener>,
+    pub metrics: Option<TcpListener>,
+}
+
+/// Binds the `--web` or `--metrics` listener, if asked for: `PORT` listens on the main
+/// host, `HOST:PORT` (`[::]:PORT` for IPv6) where it says.
+pub fn bind_extra(config: &Config, spec: &Option<String>) -> Result<Option<TcpListener>, Error> {
+    let Some(spec) = spec else {
         return Ok(None);
     };
     let bad_spec = || Error::Listen {
@@ -278,17 +288,27 @@ impl Server {
         config: &Config,
         service: Arc<dyn Service>,
     ) -> Result<Server, Error> {
-        Server::start_listeners(listener, None, config, service)
+        let listeners = Listeners {
+            main: listener,
+            web: None,
+            metrics: None,
+        };
+        Server::start_listeners(listeners, config, service, Arc::default())
     }
 
     /// [`Server::start`] with a second listener for the `--web` page and WebSocket; one
     /// acceptor numbers the connections of both and one supervisor drains them.
     pub fn start_listeners(
-        listener: TcpListener,
-        web_listener: Option<TcpListener>,
+        listeners: Listeners,
         config: &Config,
         service: Arc<dyn Service>,
+        metrics: Arc<Metrics>,
     ) -> Result<Server, Error> {
+        let Listeners {
+            main: listener,
+            web: web_listener,
+            metrics: metrics_listener,
+        } = listeners;
         let address_of = |listener: &TcpListener| {
             listener.local_addr().map_err(|source| Error::Listen {
                 address: format_host_port(&config.host, config.port),
@@ -297,6 +317,7 @@ impl Server {
         };
         let local_addr = address_of(&listener)?;
         let web_addr = web_listener.as_ref().map(address_of).transpose()?;
+        let metrics_addr = metrics_listener.as_ref().map(address_of).transpose()?;
         let setup_error = |source| Error::Listen {
             address: local_addr.to_string(),
             source,
@@ -306,6 +327,7 @@ impl Server {
         let (stop_receiver, stop_sender) = io::pipe().map_err(setup_error)?;
         let mut listeners = vec![(listener, Transport::Tcp)];
         listeners.extend(web_listener.map(|listener| (listener, Transport::Web)));
+        listeners.extend(metrics_listener.map(|listener| (listener, Transport::Metrics)));
         for (listener, _) in &listeners {
             listener.set_nonblocking(true).map_err(setup_error)?;
         }
@@ -321,6 +343,7 @@ impl Server {
             stop_receiver,
             next_id: 1,
             in_error_burst: false,
+            metrics: Arc::clone(&metrics),
         };
         let acceptor_thread = thread::Builder::new()
             .name(String::from("acceptor"))
@@ -333,6 +356,9 @@ impl Server {
         let tls = config.tls.is_some();
         if let Some(web_addr) = web_addr {
             info!("web page on {}", web::page_url(web_addr, tls));
+        }
+        if let Some(metrics_addr) = metrics_addr {
+            info!("metrics on http://{metrics_addr}/metrics");
         }
         for ip in addresses::reachable_addresses(local_addr) {
             info!(
@@ -404,7 +430,7 @@ impl Server {
 
 /// The accept loop, on its own thread.
 struct Acceptor {
-    /// The main listener first, then the web one if any.
+    /// The main listener first, then the web and metrics ones if any.
     listeners: Vec<(TcpListener, Transport)>,
     config: Config,
     service: Arc<dyn Service>,
@@ -414,6 +440,7 @@ struct Acceptor {
     stop_receiver: io::PipeReader,
     next_id: ConnectionId,
     in_error_burst: bool,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(PartialEq)]
@@ -525,10 +552,17 @@ impl Acceptor {
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, transport: Transport) -> bool {
         let id = self.next_id;
-        let slot = match self.places.take(id, peer.ip(), self.control.clone()) {
+        let taken = match transport {
+            Transport::Metrics => Ok(Places::uncounted(id, peer.ip(), self.control.clone())),
+            Transport::Tcp | Transport::Web => {
+                self.places.take(id, peer.ip(), self.control.clone())
+            }
+        };
+        let slot = match taken {
             Ok(slot) => slot,
             Err(refusal) => {
                 info!("refused {peer}: {}", refusal.reason());
+                self.metrics.refused(refusal.label());
                 let line = if self.config.tls.is_some() {
                     Vec::new() // no words before a handshake: a TLS client could not read them
                 } else {
@@ -554,6 +588,7 @@ impl Acceptor {
             shutdown: self.shutdown.clone(),
             transport,
             tls: None,
+            metrics: Arc::clone(&self.metrics),
         };
         let service = Arc::clone(&self.service);
         debug!("connection #{id} from {peer}");
@@ -562,7 +597,10 @@ impl Acceptor {
             .stack_size(self.config.thread_stack_size)
             .spawn(move || {
                 let _slot = slot;
-                service.serve(connection);
+                match connection.transport {
+                    Transport::Metrics => metrics::serve(connection),
+                    Transport::Tcp | Transport::Web => service.serve(connection),
+                }
             });
         let thread = match spawned {
             Ok(thread) => Some(thread),
@@ -574,6 +612,7 @@ impl Acceptor {
                     warn!("cannot start a thread for {peer}: {}", describe(&error));
                     self.in_error_burst = true;
                 }
+                self.metrics.refused("busy");
                 let line: &[u8] = if self.config.tls.is_some() {
                     b""
                 } else {
@@ -608,7 +647,7 @@ fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
     }
     let response;
     let bytes = match transport {
-        Transport::Tcp => line,
+        Transport::Tcp | Transport::Metrics => line,
         Transport::Web => {
             response = web::unavailable_response(line);
             &response

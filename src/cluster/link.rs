@@ -8,7 +8,7 @@
 //!   and reads them all back from (XREAD BLOCK from the last id it saw).
 //! - `node:NAME`: the node's lease, renewed every third of `--cluster-timeout`.
 //! - `nodes`: the names of the nodes, to check each other's leases.
-//! - `nicks`: lower-cased nick to `NODE<TAB>CLAIMED_AT_MS`, claimed atomically (a script).
+//! - `nicks`: lower-cased nick to `NODE<TAB>CLAIMED_AT_MICROS`, claimed atomically (a script).
 //! - `guests`: the counter guest numbers are taken from, 64 at a time.
 
 use std::collections::HashMap;
@@ -135,12 +135,13 @@ fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
     Ok(connection)
 }
 
-/// Milliseconds since the epoch: when a nick was claimed.
-pub(crate) fn now_millis() -> u64 {
+/// Microseconds since the epoch: when a nick was claimed (fine enough that two claims a
+/// moment apart are told apart), and a node's incarnation.
+pub(crate) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
         })
 }
 

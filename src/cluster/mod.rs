@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::Sender;
 use log::info;
 
-pub(crate) use link::{GUEST_BLOCK, now_millis};
+pub(crate) use link::{GUEST_BLOCK, now_micros};
 use wire::Envelope;
 
 use crate::error::Error;

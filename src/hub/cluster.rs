@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crossbeam_channel::Sender;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::shared::Origin;
 use super::{Hub, NoticeKind};
 use crate::cluster::wire::{Envelope, Member, Shared};
-use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_millis};
+use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_micros};
 use crate::rooms::RoomId;
 use crate::shutdown::ConnectionId;
 
@@ -150,7 +150,15 @@ impl Hub {
             Some(cluster) => match cluster.take_guest_number() {
                 Some(number) => crate::protocol::guest_nick(number),
                 // Redis has given none yet: a name no other node can give.
-                None => format!("guest-{}-{id}", cluster.incarnation % 1000),
+                None => {
+                    let node: String = cluster
+                        .node
+                        .chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .take(12)
+                        .collect();
+                    format!("guest-{node}-{id}")
+                }
             },
         }
     }
@@ -179,6 +187,7 @@ impl Hub {
                     envelope.node == cluster.node && envelope.incarnation == cluster.incarnation;
                 let origin = if ours {
                     if !cluster.awaiting_echo.remove(&envelope.seq) {
+                        debug!("cluster: own #{} applied already", envelope.seq);
                         return; // applied here already, while the link was down
                     }
                     Origin::Here
@@ -186,6 +195,10 @@ impl Hub {
                     let key = (envelope.node.clone(), envelope.incarnation);
                     let last = cluster.last_seen.entry(key).or_insert(0);
                     if envelope.seq <= *last {
+                        debug!(
+                            "cluster: {} #{} seen before (last #{})",
+                            envelope.node, envelope.seq, *last
+                        );
                         return; // seen before: written twice after a timeout
                     }
                     *last = envelope.seq;
@@ -203,6 +216,10 @@ impl Hub {
                 // (applied here now, as said during the split) or one said during an earlier
                 // split that failed to go out again.
                 let not_applied = cluster.awaiting_echo.remove(&envelope.seq);
+                debug!(
+                    "cluster: #{} not sent (applied here now: {not_applied})",
+                    envelope.seq
+                );
                 let event = not_applied.then(|| envelope.event.clone());
                 cluster.keep_for_later(Envelope {
                     split: true,
@@ -215,7 +232,9 @@ impl Hub {
                 }
             }
             Incoming::LinkDown => {
+                debug!("cluster: link down");
                 cluster.linked = false;
+                self.settings.metrics.cluster_link_up.set(0);
                 if !cluster.told_lost {
                     cluster.told_lost = true;
                     warn!("cluster link lost: chatting on this node only until it is back");
@@ -226,7 +245,11 @@ impl Hub {
                     );
                 }
             }
-            Incoming::LinkUp => self.link_back(),
+            Incoming::LinkUp => {
+                debug!("cluster: link up");
+                self.settings.metrics.cluster_link_up.set(1);
+                self.link_back();
+            }
             Incoming::NickClaimed {
                 id,
                 nick,
@@ -254,7 +277,7 @@ impl Hub {
                     .cluster
                     .as_ref()
                     .and_then(|c| c.claimed_at.get(&id).copied());
-                (id, client.nick.clone(), at.unwrap_or_else(now_millis))
+                (id, client.nick.clone(), at.unwrap_or_else(now_micros))
             })
             .collect();
         let guests_in_use = self.highest_guest_number();
@@ -263,6 +286,7 @@ impl Hub {
         };
         cluster.linked = true;
         for (_, envelope) in std::mem::take(&mut cluster.backlog) {
+            debug!("cluster: sending #{} said during the split", envelope.seq);
             cluster.request(Outgoing::Publish(envelope));
         }
         // Before the claims, so that a client renamed for losing its nick gets a number. A

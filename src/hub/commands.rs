@@ -7,7 +7,7 @@ use log::{info, warn};
 
 use super::{Hub, LeaveReason, OP_RETRY_DELAY};
 use crate::cluster::wire::Shared;
-use crate::cluster::{Outgoing, now_millis};
+use crate::cluster::{Outgoing, now_micros};
 use crate::outbox::line;
 use crate::protocol::{self, Input, NickError};
 use crate::rooms::{RoomId, clock_time};
@@ -323,7 +323,7 @@ impl Hub {
         }
         match &mut self.cluster {
             Some(cluster) if cluster.is_linked() => {
-                let claimed_at = now_millis();
+                let claimed_at = now_micros();
                 cluster.claimed_at.insert(id, claimed_at);
                 cluster.pending_renames.insert(id, new_nick.clone());
                 cluster.request(Outgoing::ClaimNick {
@@ -333,7 +333,7 @@ impl Hub {
                 });
             }
             Some(cluster) => {
-                cluster.claimed_at.insert(id, now_millis());
+                cluster.claimed_at.insert(id, now_micros());
                 self.complete_rename(id, new_nick);
             }
             None => self.complete_rename(id, new_nick),

@@ -23,6 +23,8 @@ pub enum Transport {
     Tcp,
     /// The `--web` port: HTTP for the page, WebSocket for the chat.
     Web,
+    /// The `--metrics` port: `/metrics` for Prometheus (served by the server, not the chat).
+    Metrics,
 }
 
 /// What a client's thread asks the hub to write as it is, before the lines it read.

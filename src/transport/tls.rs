@@ -208,19 +208,22 @@ impl TlsSession {
     }
 
     /// Gives the kernel the encrypted bytes it takes now, without blocking. Returns whether
-    /// everything went out.
-    pub(crate) fn send_available(&self, stream: &TcpStream) -> io::Result<bool> {
+    /// everything went out, and how many bytes did.
+    pub(crate) fn send_available(&self, stream: &TcpStream) -> io::Result<(bool, usize)> {
         let mut connection = self.connection.lock();
         let mut socket = NonBlocking(stream);
+        let mut sent = 0;
         while connection.wants_write() {
             match connection.write_tls(&mut socket) {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Ok(count) => sent += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((false, sent));
+                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
         }
-        Ok(true)
+        Ok((true, sent))
     }
 
     /// Queues a close_notify: the last record the client gets.

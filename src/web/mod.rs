@@ -7,7 +7,7 @@
 //! handshake is done the connection is not a chat client and the hub does not know it.
 //! From then on the hub is its one writer.
 
-mod http;
+pub(crate) mod http;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -64,12 +64,14 @@ pub(crate) fn serve(
                 }
             };
             info!("web {peer}: refused: {why}");
+            connection.metrics.refused("bad_request");
             return finish(&connection, status, why);
         }
     };
     let local_ip = stream.local_addr().map(|address| address.ip()).ok();
     if let Err(why) = settings.check_destination(&request, local_ip) {
         info!("web {peer}: refused: {why}");
+        connection.metrics.refused("bad_request");
         return finish(&connection, "403 Forbidden", &why);
     }
     let body = match (request.method.as_str(), request.path.as_str()) {
@@ -104,11 +106,13 @@ fn upgrade(
         Some(key) if request.method == "GET" && request.wants_websocket => key,
         _ => {
             info!("web {peer}: refused: bad WebSocket handshake");
+            connection.metrics.refused("bad_handshake");
             return finish(&connection, "400 Bad Request", "bad WebSocket handshake");
         }
     };
     if request.websocket_version.as_deref() != Some("13") {
         info!("web {peer}: refused: WebSocket version is not 13");
+        connection.metrics.refused("bad_handshake");
         return finish(
             &connection,
             "426 Upgrade Required",

@@ -83,6 +83,12 @@ fn node_config(redis: &Redis, name: &str) -> Config {
 }
 
 fn node(redis: &Redis, name: &str) -> Server {
+    // The nodes' log, shown with a failing test's output.
+    let _ = env_logger::builder()
+        .is_test(true)
+        .filter_level(log::LevelFilter::Debug)
+        .filter_module("redis", log::LevelFilter::Info)
+        .try_init();
     start_chat(node_config(redis, name))
 }
 

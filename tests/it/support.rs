@@ -46,6 +46,25 @@ impl Drop for TempPath {
     }
 }
 
+/// A folder in the temporary folder, unique to this test, removed with its contents when
+/// dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("tcpchat-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temporary folder");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A client speaking lines, as nc would.
 pub struct LineClient {
     reader: BufReader<TcpStream>,

@@ -1,0 +1,91 @@
+//! `--metrics`: the Prometheus endpoint's numbers move as a scripted session expects.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use crate::support::{BinaryServer, LineClient, PATIENCE};
+
+fn scrape(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+}
+
+/// The value of the sample `name` (with its labels, exactly as printed).
+fn value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+#[test]
+fn metrics_count_what_a_scripted_session_did() {
+    let mut server = BinaryServer::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-clients",
+        "2",
+        "--rate",
+        "1",
+        "--burst",
+        "1",
+    ]);
+    let line = server.expect_log("metrics on http://");
+    let address: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("address")
+        .parse()
+        .expect("socket address");
+    let before = scrape(address);
+    assert_eq!(value(&before, "tcpchat_lines_received_total"), 0.0);
+    assert_eq!(value(&before, "tcpchat_rooms"), 1.0);
+
+    let (mut ann, ann_nick) = LineClient::join(server.address);
+    let (mut bob, _) = LineClient::join(server.address);
+    ann.expect_line("joined");
+    // Two lines at once with a burst of one: the second waits for flood control.
+    ann.send("one");
+    ann.send("two");
+    bob.expect_line(&format!("[{ann_nick}] two"));
+    bob.send("/join games");
+    bob.expect_line("you are now in games");
+    // The server is full for a third; a scrape still gets through.
+    let mut third = LineClient::connect(server.address);
+    assert_eq!(third.next_line().as_deref(), Some("! server full"));
+
+    let after = scrape(address);
+    assert_eq!(value(&after, "tcpchat_lines_received_total"), 3.0);
+    assert_eq!(
+        value(&after, "tcpchat_clients{transport=\"tcp\",tls=\"no\"}"),
+        2.0
+    );
+    assert_eq!(value(&after, "tcpchat_rooms"), 2.0);
+    assert_eq!(
+        value(&after, "tcpchat_refusals_total{reason=\"server_full\"}"),
+        1.0
+    );
+    assert!(
+        value(&after, "tcpchat_flood_pauses_total") >= 1.0,
+        "{after}"
+    );
+    // Each line to each recipient: welcomes, the join notice, two lines to bob, bob's move
+    // (the notice to ann and the answer to bob).
+    assert!(value(&after, "tcpchat_deliveries_total") >= 7.0, "{after}");
+    assert!(value(&after, "tcpchat_sent_bytes_total") > 100.0, "{after}");
+    assert_eq!(value(&after, "tcpchat_slow_consumers_total"), 0.0);
+    bob.send("/quit");
+    bob.expect_line("* bye!");
+    let later = scrape(address);
+    assert_eq!(
+        value(&later, "tcpchat_clients{transport=\"tcp\",tls=\"no\"}"),
+        1.0
+    );
+}
