@@ -111,7 +111,8 @@ pub(crate) enum End {
 pub(crate) struct TcpInput {
     decoder: LineDecoder,
     terminal: Terminal,
-    chunk: [u8; READ_CHUNK],
+    /// On the heap: a thread's stack stays within the pages it touches anyway.
+    chunk: Box<[u8; READ_CHUNK]>,
     telnet_free: Vec<u8>,
 }
 
@@ -120,7 +121,7 @@ impl TcpInput {
         TcpInput {
             decoder: LineDecoder::new(max_line),
             terminal: Terminal::default(),
-            chunk: [0; READ_CHUNK],
+            chunk: Box::new([0; READ_CHUNK]),
             telnet_free: Vec::new(),
         }
     }
@@ -133,7 +134,7 @@ impl ClientInput for TcpInput {
 
     fn read(&mut self, connection: &Connection, inputs: &mut Vec<Input>) -> Read {
         let terminal = &mut self.terminal;
-        match connection.receive(&mut self.chunk) {
+        match connection.receive(&mut self.chunk[..]) {
             Received::Data(bytes) => {
                 let data = terminal.data(bytes, &mut self.telnet_free);
                 self.decoder.feed(data, |item| {
