@@ -14,6 +14,8 @@
 //!
 //! Subcommands are [`Service`]s: chat.rs, echo.rs, dump.rs and send.rs. protocol/ is
 //! pure code (decoding, sanitising, commands) and config.rs holds every limit.
+//! systemd.rs is what a systemd service needs: the listeners of socket activation (taken
+//! in [`start`] instead of binding), `READY=1` and `STOPPING=1`, and the journal's format.
 
 pub mod addresses;
 pub mod append;
@@ -114,7 +116,11 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
                 "systemd passed a second socket, for the web page, which serves the chat only",
             )));
         }
-        Some(inherited) => (inherited.main, inherited.web),
+        // With one socket passed, --web (if given) binds its own port as usual.
+        Some(inherited) => match inherited.web {
+            Some(web) => (inherited.main, Some(web)),
+            None => (inherited.main, server::bind_extra(config, &config.web)?),
+        },
         None => (
             server::bind(config)?,
             server::bind_extra(config, &config.web)?,

@@ -37,9 +37,11 @@ pub struct InheritedListeners {
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The listeners systemd passed for socket activation, if it passed any to this process:
-/// `LISTEN_PID` is our pid and `LISTEN_FDS` is 1 or 2. Then the first descriptor (3)
-/// replaces `--host`/`--port`, and the second (4), or the one named [`WEB_SOCKET_NAME`]
-/// in `LISTEN_FDNAMES`, replaces the address of `--web` and turns the web page on.
+/// `LISTEN_PID` is our pid and `LISTEN_FDS` is 1 or 2. One socket (descriptor 3) is the
+/// chat's and replaces `--host`/`--port`. Of two, the one named [`WEB_SOCKET_NAME`] in
+/// `LISTEN_FDNAMES` (`FileDescriptorName=`), or else the second (descriptor 4), serves the
+/// web page as `--web` would (an address given with `--web` is ignored), and the other one
+/// is the chat's.
 ///
 /// As `sd_listen_fds(3)` does, the descriptors are made close-on-exec and `LISTEN_PID`,
 /// `LISTEN_FDS` and `LISTEN_FDNAMES` are removed from the environment, so that nothing
@@ -56,10 +58,11 @@ pub fn inherited_listeners() -> Result<Option<InheritedListeners>, Error> {
     if !ours || TAKEN.swap(true, Ordering::SeqCst) {
         return Ok(None);
     }
-    // SAFETY: removing variables races only with threads that read the environment at the
-    // same time. This runs once, in a process systemd started with sockets for it, from
-    // `start` before the server's threads exist; the binary's one other thread by then
-    // waits for signals and reads no variables (see the function's documentation).
+    // SAFETY: removing variables races only with threads that read the environment
+    // without std's lock (C code calling getenv) at the same time. This runs once, in a
+    // process systemd started with sockets for it, from `start` before the server's threads
+    // exist; the binary's one other thread by then, the signal handler's, reads variables
+    // only through std (sd_notify's NOTIFY_SOCKET), which takes the same lock.
     let passed = unsafe { sd_notify::listen_fds_with_names_and_unset_env() };
     let passed: Vec<(RawFd, String)> = passed
         .map_err(|source| passed_socket_error("LISTEN_FDS", source))?
@@ -74,14 +77,10 @@ pub fn inherited_listeners() -> Result<Option<InheritedListeners>, Error> {
                 .unwrap_or(1),
         ),
         count => {
-            let why = format!(
-                "systemd passed {count} sockets; tcpchat takes one for the chat and an \
-                 optional second one for the web page"
-            );
-            return Err(passed_socket_error(
-                "LISTEN_FDS",
-                io::Error::new(io::ErrorKind::InvalidInput, why),
-            ));
+            return Err(Error::Usage(format!(
+                "systemd passed {count} sockets (LISTEN_FDS); tcpchat takes one for the chat \
+                 and an optional second one for the web page"
+            )));
         }
     };
     // SAFETY: systemd passed these descriptors to this process (LISTEN_PID is ours) and
