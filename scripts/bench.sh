@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Benchmarks tcpchat side by side with the chapter's Node chat server and `ncat --chat`:
 # each scenario runs against each server in the same run, on the same machine, with the
-# same parameters. Prints a markdown table (medians of 3 runs for fanout, fanout-large and
-# latency; one run of capacity, churn and stall) and writes bench/results/.
+# same parameters. The full run is 3 rounds; a round runs every scenario once, and each
+# scenario against the three servers back to back, so a round's servers saw the same
+# machine. Prints markdown tables (medians over the rounds, and tcpchat against the best
+# other server round by round) and writes bench/results/.
 #
-#   scripts/bench.sh           the full run (about 5 minutes on 2 cores)
-#   scripts/bench.sh --quick   a smoke test of the harness (under a minute), as CI runs it
+#   scripts/bench.sh           the full run (about 15 minutes on 2 cores)
+#   scripts/bench.sh --quick   a smoke test of the harness (about a minute), as CI runs it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=""
-RUNS=3
-if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; RUNS=1; fi
+ROUNDS=3
+if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; fi
+SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-churn)
 
 # Node (the chapter's server) and ncat come from Debian's packages when missing.
 missing=()
@@ -94,13 +97,11 @@ stop_server() {
 }
 
 echo "tcpchat runs with: tcpchat $TCPCHAT_FLAGS; node $(node -v 2>/dev/null || echo -); $(ncat --version 2>&1 | head -1 || echo ncat -)" >&2
-for scenario in fanout fanout-large latency capacity churn stall; do
-  runs=$RUNS
-  case "$scenario" in capacity | churn | stall) runs=1 ;; esac
-  for run in $(seq "$runs"); do
+for run in $(seq "$ROUNDS"); do
+  for scenario in "${SCENARIOS[@]}"; do
     for server in "${servers[@]}"; do
       start_server "$server"
-      echo "  [${SECONDS}s] $scenario run $run: $server on $ADDR" >&2
+      echo "  [${SECONDS}s] round $run, $scenario: $server on $ADDR" >&2
       # A hard limit per scenario: a server that freezes is reported, not waited for.
       if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" $QUICK); then
         result='{"error": "timed out or failed"}'

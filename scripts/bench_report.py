@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
-"""Turns the benchmark's raw JSON lines into a markdown table (medians over runs, with
-ratios tcpchat/Node and tcpchat/ncat), bench/results/latest.json and an SVG plot of the
-stall scenario. Usage: bench_report.py RAW.jsonl RESULTS_DIR FLAGS [--quick]"""
+"""Turns the benchmark's raw JSON lines into markdown tables, bench/results/latest.json and
+an SVG plot of the stall scenario. Usage: bench_report.py RAW.jsonl RESULTS_DIR FLAGS [--quick]
+
+Three tables:
+1. every figure, the median over the rounds per server, with the ratios of the medians
+   tcpchat/Node and tcpchat/ncat;
+2. each scenario's main figures, tcpchat against the best other server of the same round
+   (the servers of a round ran back to back), round by round, and the median of those ratios;
+3. the big room's targets (issue 14): p99 with churn / p99 without, and the churn's
+   connections/s beside the big room / the churn scenario's against an empty server.
+
+A round whose server died or whose run failed counts for nothing: its cells say so."""
 import json
 import os
 import platform
@@ -13,6 +22,8 @@ raw_path, out_dir, flags = sys.argv[1], sys.argv[2], sys.argv[3]
 quick = "--quick" in sys.argv[4:]
 rows = [json.loads(line) for line in open(raw_path) if line.strip()]
 servers = [s for s in ("tcpchat", "node", "ncat") if any(r["server"] == s for r in rows)]
+peers = [s for s in servers if s != "tcpchat"]
+rounds = sorted({r["run"] for r in rows})
 
 # (scenario, metric, label, better): better is "high", "low" or "" (no ratio).
 METRICS = [
@@ -47,17 +58,80 @@ METRICS = [
     ("stall", "stalled_disconnected_after_s", "stall: stalled client disconnected after s", ""),
     ("stall", "rss_start_kib", "stall: server RSS KiB at start", ""),
     ("stall", "rss_max_kib", "stall: server RSS KiB at most", "low"),
+    ("big-room", "connected", "big-room: clients in the room (3,000)", ""),
+    ("big-room", "p50_ms", "big-room: p50 ms (10 senders × 10 lines/s, no churn)", "low"),
+    ("big-room", "p99_ms", "big-room: p99 ms", "low"),
+    ("big-room", "max_ms", "big-room: max ms", "low"),
+    ("big-room", "delivery_ratio", "big-room: delivery ratio", "high"),
+    ("big-room", "server_cpu_s", "big-room: server CPU s", "low"),
+    ("big-room-churn", "connected", "big-room-churn: clients in the room (3,000)", ""),
+    ("big-room-churn", "p50_ms", "big-room-churn: p50 ms (the same, 8 churn loops beside)", "low"),
+    ("big-room-churn", "p99_ms", "big-room-churn: p99 ms", "low"),
+    ("big-room-churn", "max_ms", "big-room-churn: max ms", "low"),
+    ("big-room-churn", "delivery_ratio", "big-room-churn: delivery ratio", "high"),
+    ("big-room-churn", "members_lost", "big-room-churn: room members disconnected", ""),
+    ("big-room-churn", "churn_connections_per_s", "big-room-churn: churn connections/s (8 loops)", "high"),
+    ("big-room-churn", "churn_errors", "big-room-churn: churn errors", ""),
+    ("big-room-churn", "churn_first_line_p99_ms", "big-room-churn: churn's wait for the first line, p99 ms", "low"),
+    ("big-room-churn", "server_cpu_s", "big-room-churn: server CPU s", ""),
+]
+
+# Each scenario's main figures, compared round by round with the best other server:
+# (scenario, metric, label, what the figure is called in "reads as", better, fair).
+# fair(result) says whether a run can be compared at all: a server that held only part
+# of the clients asked for (ncat stops near 600) has less to carry, and a memory figure
+# divided by the clients asked for would flatter it.
+def holds_every_client(result):
+    return result.get("connected") is not None and result.get("connected") == result.get("clients")
+
+
+def always(result):
+    return True
+
+
+MAIN = [
+    ("fanout", "deliveries_per_s", "fanout: deliveries/s", "deliveries/s", "high", always),
+    ("fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery", "ns per delivery", "low", always),
+    ("fanout-large", "delivery_ratio", "fanout-large: delivery ratio", "delivery ratio", "high", always),
+    ("fanout-large", "server_cpu_s", "fanout-large: server CPU s", "CPU s", "low", always),
+    ("latency", "p99_ms", "latency: p99 ms", "p99", "low", always),
+    ("capacity", "server_kib_per_client", "capacity: server KiB per idle client", "KiB per client", "low", holds_every_client),
+    ("capacity", "last_receipt_ms", "capacity: last receipt of the broadcast, ms", "last receipt", "low", holds_every_client),
+    ("churn", "connections_per_s", "churn: connections/s", "connections/s", "high", always),
+    ("stall", "p99_during_ms", "stall: p99 ms of the others, during the stall", "p99", "low", always),
+    ("stall", "rss_max_kib", "stall: server RSS KiB at most", "RSS", "low", always),
+    ("big-room", "p99_ms", "big-room: p99 ms", "p99", "low", holds_every_client),
+    ("big-room-churn", "p99_ms", "big-room-churn: p99 ms", "p99", "low", holds_every_client),
+    ("big-room-churn", "churn_connections_per_s", "big-room-churn: churn connections/s", "connections/s", "high", holds_every_client),
 ]
 
 
-def values(server, scenario, metric):
-    found = []
+def run_of(server, scenario, rnd):
     for r in rows:
-        if r["server"] == server and r["scenario"] == scenario:
-            v = r["result"].get(metric)
-            if isinstance(v, (int, float)):
-                found.append(v)
-    return found
+        if r["server"] == server and r["scenario"] == scenario and r["run"] == rnd:
+            return r["result"]
+    return None
+
+
+def failure(result):
+    """Why a run counts for nothing, or None when it counts."""
+    if result is None:
+        return "not run"
+    if "error" in result:
+        return result["error"]
+    if result.get("server_died"):
+        return "server died"
+    return None
+
+
+def number(result, metric):
+    v = None if failure(result) else result.get(metric)
+    return v if isinstance(v, (int, float)) else None
+
+
+def values(server, scenario, metric):
+    found = (number(run_of(server, scenario, rnd), metric) for rnd in rounds)
+    return [v for v in found if v is not None]
 
 
 def median(server, scenario, metric):
@@ -66,12 +140,10 @@ def median(server, scenario, metric):
 
 
 def error_of(server, scenario):
-    for r in rows:
-        if r["server"] == server and r["scenario"] == scenario:
-            if "error" in r["result"]:
-                return r["result"]["error"]
-            if r["result"].get("server_died"):
-                return "server died"
+    for rnd in rounds:
+        why = failure(run_of(server, scenario, rnd))
+        if why:
+            return why
     return None
 
 
@@ -80,53 +152,165 @@ def fmt(v):
         return "–"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
+    if float(v).is_integer():
+        return f"{v:.0f}"
     if abs(v) >= 10:
         return f"{v:.1f}"
     return f"{v:.3g}"
 
 
-header = ["metric"] + servers + [f"tcpchat / {s}" for s in servers if s != "tcpchat"]
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+# 1. Medians per server.
+header = ["metric"] + servers + [f"tcpchat / {s}" for s in peers]
 lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 summary = {}
 for scenario, metric, label, better in METRICS:
     cells = [label]
     meds = {}
     for s in servers:
-        err = error_of(s, scenario)
         m = median(s, scenario, metric)
         meds[s] = m
-        cells.append(fmt(m) if m is not None else (err or "–")[:40])
-    for s in servers:
-        if s == "tcpchat":
-            continue
-        a, b = meds.get("tcpchat"), meds.get(s)
-        cells.append(f"{a / b:.2f}×" if better and a is not None and b not in (None, 0) else "")
+        cells.append(fmt(m) if m is not None else (error_of(s, scenario) or "–")[:40])
+    for s in peers:
+        r = ratio(meds.get("tcpchat"), meds.get(s))
+        cells.append(f"{r:.2f}×" if better and r is not None else "")
     summary.setdefault(scenario, {})[metric] = meds
     lines.append("| " + " | ".join(cells) + " |")
 table = "\n".join(lines)
 
+
+# 2. tcpchat against the best other server, round by round.
+def best_peer(scenario, metric, better, fair, rnd):
+    """(server, value) of the best other server in round `rnd`, or (None, why not)."""
+    candidates = []
+    for s in peers:
+        result = run_of(s, scenario, rnd)
+        v = number(result, metric)
+        if v is not None and fair(result):
+            candidates.append((v, s))
+    if not candidates:
+        return None, "no peer ran it in full"
+    v, s = (max if better == "high" else min)(candidates)
+    return s, v
+
+
+per_round = []
+header2 = ["main figure", "reads as"] + [f"round {rnd}" for rnd in rounds] + ["median"]
+lines2 = ["| " + " | ".join(header2) + " |", "|" + "---|" * len(header2)]
+for scenario, metric, label, short, better, fair in MAIN:
+    way = "higher" if better == "high" else "lower"
+    reads = f"tcpchat {short} / best peer {short}, {way} is better"
+    entry = {"scenario": scenario, "metric": metric, "label": label, "reads": reads, "rounds": []}
+    cells = [label, reads]
+    ratios = []
+    for rnd in rounds:
+        mine = run_of("tcpchat", scenario, rnd)
+        why = failure(mine)
+        if why is None and not fair(mine):
+            why = f"tcpchat held {fmt(mine.get('connected'))} of {fmt(mine.get('clients'))}"
+        peer, best = best_peer(scenario, metric, better, fair, rnd)
+        value = number(mine, metric)
+        if why is None and peer is None:
+            why = best
+        r = ratio(value, best) if why is None else None
+        if why is None and r is None:
+            why = "no ratio"  # a figure missing, or a best peer at 0
+        if r is not None:
+            ratios.append(r)
+            cells.append(f"{r:.2f}× ({peer})")
+        else:
+            cells.append(why[:40])
+        entry["rounds"].append({"round": rnd, "ratio": r, "best_peer": peer, "tcpchat": value,
+                                "best_peer_value": best if peer else None, "note": why})
+    entry["median"] = statistics.median(ratios) if ratios else None
+    cells.append(f"**{entry['median']:.2f}×**" if ratios else "–")
+    per_round.append(entry)
+    lines2.append("| " + " | ".join(cells) + " |")
+table2 = "\n".join(lines2)
+
+
+# 3. The big room's targets, for every server: p99 with churn / p99 without (at most 2),
+# and churn connections/s beside the big room / against an empty server (at least 0.5).
+def pair_ratios(server, top, bottom):
+    """Round by round top/bottom, each a (scenario, metric); with the two inputs."""
+    out = []
+    for rnd in rounds:
+        a_run, b_run = run_of(server, top[0], rnd), run_of(server, bottom[0], rnd)
+        a, b = number(a_run, top[1]), number(b_run, bottom[1])
+        why = failure(a_run) or failure(b_run)
+        out.append({"round": rnd, "ratio": ratio(a, b) if why is None else None,
+                    "numerator": a, "denominator": b, "note": why})
+    return out
+
+
+TARGETS = [
+    ("p99_churn_over_no_churn", "p99 with churn / p99 without churn", "at most 2",
+     ("big-room-churn", "p99_ms"), ("big-room", "p99_ms"), lambda r: r <= 2),
+    ("churn_rate_over_empty_server", "churn connections/s beside the big room / against an empty server (`churn`)",
+     "at least 0.5", ("big-room-churn", "churn_connections_per_s"), ("churn", "connections_per_s"), lambda r: r >= 0.5),
+]
+targets = {}
+header3 = ["big room (issue 14)"] + servers
+lines3 = ["| " + " | ".join(header3) + " |", "|" + "---|" * len(header3)]
+
+
+def round_list(items, key):
+    return ", ".join(fmt(i[key]) if i[key] is not None else (i.get("note") or "–")[:24] for i in items)
+
+
+lines3.append("| " + " | ".join(["clients in the room, big-room / big-room-churn (median)"] + [
+    f"{fmt(median(s, 'big-room', 'connected'))} / {fmt(median(s, 'big-room-churn', 'connected'))}" for s in servers]) + " |")
+for key, what, goal, top, bottom, met in TARGETS:
+    per_server = {s: pair_ratios(s, top, bottom) for s in servers}
+    lines3.append("| " + " | ".join([f"{what}: inputs per round"] + [
+        "; ".join(f"{fmt(i['numerator'])} / {fmt(i['denominator'])}" if i["note"] is None else i["note"][:24]
+                  for i in per_server[s]) for s in servers]) + " |")
+    cells = [f"{what}: ratio per round → median (target: {goal})"]
+    for s in servers:
+        got = [i["ratio"] for i in per_server[s] if i["ratio"] is not None]
+        med = statistics.median(got) if got else None
+        verdict = "" if med is None else (" met" if met(med) else " missed")
+        cells.append(f"{round_list(per_server[s], 'ratio')} → **{fmt(med)}**{verdict}")
+        targets.setdefault(s, {})[key] = {"reads": what, "target": goal, "rounds": per_server[s],
+                                          "median": med, "met": None if med is None else met(med)}
+    lines3.append("| " + " | ".join(cells) + " |")
+table3 = "\n".join(lines3)
+
 machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
-note = (f"{'Quick smoke run' if quick else 'Medians of 3 runs (fanout, fanout-large, latency); one run of capacity, churn, stall'}"
-        f" on {machine}, {time.strftime('%Y-%m-%d')}. tcpchat ran as `{flags}`.")
+note = (f"{'Quick smoke run (1 round)' if quick else f'Medians of {len(rounds)} rounds'}"
+        f" on {machine}, {time.strftime('%Y-%m-%d')}. tcpchat ran as `{flags}`."
+        " A round runs every scenario once, against each server back to back.")
 if quick:
-    note += " Quick mode: shorter runs, 100 clients in fanout-large, 200 in capacity; not for comparison."
-print(note)
-print()
-print(table)
+    note += (" Quick mode: shorter runs, 100 clients in fanout-large, 200 in capacity and in the"
+             " big room; not for comparison.")
+note2 = ("tcpchat against the best other server of the same round (a peer that did not hold every"
+         " client of capacity or the big room is not compared), and the median of those ratios.")
+note3 = ("The big room under churn: each server against itself, in the same round. The churn loops"
+         " wait for the server's first line; Node sends none of its own, so its loops wait for the"
+         " next line said in the room.")
+report = f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note3}\n\n{table3}\n"
+print(report)
 
 os.makedirs(out_dir, exist_ok=True)
 name = "quick" if quick else "latest"
 with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump({"machine": machine, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "flags": flags,
-               "quick": quick, "medians": summary, "runs": rows}, f, indent=1)
+               "quick": quick, "rounds": len(rounds), "medians": summary,
+               "per_round_ratios": per_round, "big_room_targets": targets, "runs": rows}, f, indent=1)
 with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-    f.write(note + "\n\n" + table + "\n")
+    f.write(report)
 
-# The stall scenario: deliveries per second to the other clients, one line per server.
+# The stall scenario: deliveries per second to the other clients, one line per server,
+# from the last round.
 series = {}
+last_round = None
 for r in rows:
     if r["scenario"] == "stall" and "deliveries_per_second" in r["result"]:
         series[r["server"]] = r["result"]["deliveries_per_second"]
+        last_round = r["run"]
 if series:
     width, height, pad = 640, 320, 50
     longest = max(len(v) for v in series.values())
@@ -135,6 +319,7 @@ if series:
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="18" text-anchor="middle">stall: deliveries per second to the other 20 clients (a non-reading client joins at 5 s)</text>',
+           f'<text x="{width - 120}" y="34">round {last_round}</text>',
            f'<line x1="{pad}" y1="{height - pad}" x2="{width - 10}" y2="{height - pad}" stroke="black"/>',
            f'<line x1="{pad}" y1="30" x2="{pad}" y2="{height - pad}" stroke="black"/>',
            f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">seconds</text>',

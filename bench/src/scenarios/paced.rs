@@ -25,7 +25,15 @@ pub fn rate_run(
     fleet.sync(patience(clients))?;
     let cpu_before = proc_sample(target.pid).cpu_s;
     let start = Instant::now();
-    let threads = spawn_paced_senders(&fleet, senders, per_second, start, seconds, None)?;
+    let threads = spawn_paced_senders(
+        &fleet,
+        senders,
+        per_second,
+        Phases::Together,
+        start,
+        seconds,
+        None,
+    )?;
     let sent: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     fleet.settle(Duration::from_secs(2));
     let elapsed = start.elapsed().as_secs_f64();
@@ -40,6 +48,15 @@ pub fn rate_run(
     Ok((json, stats.histogram))
 }
 
+/// When each paced sender sends within its interval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Phases {
+    /// All at once: a burst of `senders` lines every interval.
+    Together,
+    /// Spread evenly over the interval, as people who do not wait for each other talk.
+    Spread,
+}
+
 /// Starts `senders` threads, the fleet's first clients, each sending `per_second` marked
 /// lines from `start` until `seconds` later; each returns how many lines it sent. With
 /// `give_up`, a sender stops at that moment even if the server stopped reading its line.
@@ -47,6 +64,7 @@ pub fn spawn_paced_senders(
     fleet: &Fleet,
     senders: usize,
     per_second: f64,
+    phases: Phases,
     start: Instant,
     seconds: f64,
     give_up: Option<Instant>,
@@ -59,7 +77,10 @@ pub fn spawn_paced_senders(
                 let mut sent = 0u64;
                 let interval = Duration::from_secs_f64(1.0 / per_second);
                 let deadline = start + Duration::from_secs_f64(seconds);
-                let mut next = start;
+                let mut next = match phases {
+                    Phases::Together => start,
+                    Phases::Spread => start + interval.mul_f64(sender as f64 / senders as f64),
+                };
                 while next < deadline {
                     sleep_until(next);
                     if send_marker_before(&writer, &epoch, sender as u64, sent, give_up).is_err() {
