@@ -33,7 +33,7 @@ mod notices;
 mod shared;
 
 use cluster::ClusterView;
-use notices::{NoticeBatch, NoticeKind};
+use notices::{BIG_ROOM, GatheredNotices, NoticeBatch, NoticeKind};
 
 /// After a wrong `/op` password, how long before the client may try again.
 const OP_RETRY_DELAY: Duration = Duration::from_secs(3);
@@ -142,6 +142,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
         nick_owners: HashMap::new(),
         draining: false,
         notices: NoticeBatch::default(),
+        gathered: GatheredNotices::default(),
         rooms: Rooms::new(settings.history),
         round: Round::default(),
         delivery: Delivery {
@@ -158,17 +159,23 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
     };
     hub.settings.metrics.rooms.set(hub.rooms.count() as i64);
     loop {
-        let first = if hub.delivery.dirty.is_empty() {
-            match events.recv() {
+        // Wait for an event, or for what is due: a retry of pending output, or the close
+        // of a big room's window of notices.
+        let retry_at = (!hub.delivery.dirty.is_empty()).then(|| Instant::now() + RETRY_INTERVAL);
+        let wake_at = match (retry_at, hub.gathered.next_due()) {
+            (Some(retry), Some(due)) => Some(retry.min(due)),
+            (retry, due) => retry.or(due),
+        };
+        let first = match wake_at {
+            None => match events.recv() {
                 Ok(event) => Some(event),
                 Err(_) => return,
-            }
-        } else {
-            match events.recv_timeout(RETRY_INTERVAL) {
+            },
+            Some(wake_at) => match events.recv_deadline(wake_at) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
-            }
+            },
         };
         let mut stop = false;
         if let Some(event) = first {
@@ -183,6 +190,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
         // Before anyone hears of a change, so that a scrape never lags what clients saw.
         hub.settings.metrics.rooms.set(hub.rooms.count() as i64);
         hub.flush_notices();
+        hub.gathered.send_due(Instant::now(), &mut hub.round);
         hub.send_pending_output();
         hub.write_transcript();
         if stop {
@@ -200,6 +208,8 @@ struct Hub {
     transcript_pending: Vec<u8>,
     draining: bool,
     notices: NoticeBatch,
+    /// Joins and leaves of big rooms, announced a window at a time.
+    gathered: GatheredNotices,
     rooms: Rooms,
     /// Broadcast lines of this wake-up, not yet handed to the outboxes.
     round: Round,
@@ -336,6 +346,15 @@ impl Hub {
             self.queue(id, line("* server is shutting down"));
         }
         self.send_history(id, LOBBY);
+        // In a big room the welcome goes out now, not after this wake-up's sends to everyone
+        // (which take milliseconds there, while the newcomer waits for its first line). Its
+        // join is announced with the room's gathered notices, later, either way. (It stays
+        // marked dirty: the next send finds nothing left and unmarks it.)
+        if self.rooms.members(LOBBY) >= BIG_ROOM
+            && let Some(client) = self.clients.get_mut(&id)
+        {
+            let _ = client.outbox.send_available(&client.stream);
+        }
         self.publish(Shared::Joined {
             room: LOBBY,
             id,
@@ -408,7 +427,11 @@ impl Hub {
         if self.settings.transcript.is_some() {
             self.record(Some(room), &kind.line(&nick));
         }
-        self.notices.add(kind, id, nick, room, &mut self.round);
+        if self.rooms.members(room) >= BIG_ROOM {
+            self.gathered.add(kind, nick, room, Instant::now());
+        } else {
+            self.notices.add(kind, id, nick, room, &mut self.round);
+        }
     }
 
     /// Appends a public line to the transcript's pending text (written once a wake-up).

@@ -109,6 +109,11 @@ impl Rooms {
             .flat_map(|room| room.history.iter())
     }
 
+    /// How many are in room `id` (on every node).
+    pub(crate) fn members(&self, id: RoomId) -> usize {
+        self.rooms.get(&id).map_or(0, |room| room.members)
+    }
+
     /// How many rooms [`Rooms::list`] lists.
     pub(crate) fn count(&self) -> usize {
         self.rooms

@@ -1,5 +1,8 @@
 //! Join and leave notices, batched per wake-up and room.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use crate::outbox::Round;
 use crate::protocol;
 use crate::rooms::RoomId;
@@ -87,5 +90,91 @@ impl NoticeBatch {
         };
         let names = protocol::name_list(&self.shown, self.total);
         round.push_line(&["* ", &names, " ", verb], None, Some(self.room));
+    }
+}
+
+/// A room at least this big has its joins and leaves gathered for [`GATHER_WINDOW`] and
+/// announced together: telling 3,000 people about each arrival at the start of a lecture
+/// would cost the server 3,000 writes per arrival, and tell them nothing they can read.
+pub(super) const BIG_ROOM: usize = 100;
+/// How long a big room's joins and leaves are gathered before they are announced.
+pub(super) const GATHER_WINDOW: Duration = Duration::from_millis(500);
+
+/// Joins and leaves of big rooms, gathered per room until their window closes.
+#[derive(Default)]
+pub(super) struct GatheredNotices {
+    rooms: HashMap<RoomId, Gathered>,
+}
+
+/// One big room's gathered notices.
+struct Gathered {
+    due: Instant,
+    joined: NameCount,
+    left: NameCount,
+}
+
+/// Up to three names, and how many in all.
+#[derive(Default)]
+struct NameCount {
+    shown: Vec<String>,
+    total: usize,
+}
+
+impl NameCount {
+    fn add(&mut self, name: String) {
+        if self.shown.len() < 3 {
+            self.shown.push(name);
+        }
+        self.total += 1;
+    }
+}
+
+impl GatheredNotices {
+    pub(super) fn add(&mut self, kind: NoticeKind, nick: String, room: RoomId, now: Instant) {
+        let gathered = self.rooms.entry(room).or_insert_with(|| Gathered {
+            due: now + GATHER_WINDOW,
+            joined: NameCount::default(),
+            left: NameCount::default(),
+        });
+        match kind {
+            NoticeKind::Joined => gathered.joined.add(nick),
+            NoticeKind::Left(reason) => gathered.left.add(format!("{nick} ({reason})")),
+        }
+    }
+
+    /// When the next window closes, if any is open.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.rooms.values().map(|gathered| gathered.due).min()
+    }
+
+    /// Announces the rooms whose window has closed: `* ann, bob and 212 others joined; cy
+    /// (quit) and 56 others left`, one line to the whole room.
+    pub(super) fn send_due(&mut self, now: Instant, round: &mut Round) {
+        if self.next_due().is_none_or(|due| due > now) {
+            return;
+        }
+        let due: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, gathered)| gathered.due <= now)
+            .map(|(&room, _)| room)
+            .collect();
+        for room in due {
+            let Some(gathered) = self.rooms.remove(&room) else {
+                continue;
+            };
+            let part = |names: &NameCount, verb: &str| {
+                (names.total > 0)
+                    .then(|| format!("{} {verb}", protocol::name_list(&names.shown, names.total)))
+            };
+            let parts: Vec<String> = [
+                part(&gathered.joined, "joined"),
+                part(&gathered.left, "left"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            round.push_line(&["* ", &parts.join("; ")], None, Some(room));
+        }
     }
 }

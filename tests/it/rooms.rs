@@ -146,3 +146,66 @@ fn time_on_prefixes_every_line_received() {
     bob.send("again");
     assert_eq!(alice.expect_line("again"), format!("[{bob_nick}] again"));
 }
+
+/// How many people a join or leave notice names: `* a, b and 17 others joined; c left`
+/// counts 19 joined and 1 left.
+fn notice_counts(line: &str) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for part in line.trim_start_matches("* ").split("; ") {
+        let (names, joined) = match (part.strip_suffix(" joined"), part.strip_suffix(" left")) {
+            (Some(names), _) => (names, true),
+            (None, Some(names)) => (names, false),
+            (None, None) => continue,
+        };
+        let count = match names.rsplit_once(" and ") {
+            Some((shown, rest)) => {
+                let others = match rest.strip_suffix(" others").or(rest.strip_suffix(" other")) {
+                    Some(number) => number.parse().unwrap_or(1),
+                    None => 1,
+                };
+                shown.split(", ").count() + others
+            }
+            None => 1,
+        };
+        if joined {
+            counts.0 += count;
+        } else {
+            counts.1 += count;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_big_rooms_joins_and_leaves_are_announced_together() {
+    let server = start_chat(Config::localhost());
+    let (mut watcher, _) = LineClient::join(server.local_addr());
+    // Up to 100 in the room, each join is announced as it happens (or with the others of
+    // the same instant).
+    let mut crowd: Vec<LineClient> = (0..99)
+        .map(|_| LineClient::join(server.local_addr()).0)
+        .collect();
+    let mut announced = 0;
+    while announced < 99 {
+        let line = watcher.next_line().expect("a join notice");
+        announced += notice_counts(&line).0;
+    }
+    // Beyond it, a herd of 40 joins and 10 leaves makes a few lines, not 50.
+    for _ in 0..40 {
+        crowd.push(LineClient::join(server.local_addr()).0);
+    }
+    for _ in 0..10 {
+        crowd.pop().expect("a member").shutdown_write();
+    }
+    let (mut joined, mut left, mut lines) = (0, 0, 0);
+    while joined < 40 || left < 10 {
+        let line = watcher.next_line().expect("a gathered notice");
+        let (more_joined, more_left) = notice_counts(&line);
+        assert!(more_joined + more_left > 0, "unexpected {line:?}");
+        joined += more_joined;
+        left += more_left;
+        lines += 1;
+    }
+    assert_eq!((joined, left), (40, 10));
+    assert!(lines <= 6, "{lines} notices for a herd of 50");
+}
