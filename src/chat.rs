@@ -17,7 +17,7 @@ use crate::error::describe;
 use crate::hub::{self, Event, HubSettings};
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::server::{Connection, Service};
+use crate::service::{Connection, Service};
 use crate::transport::Transport;
 use crate::transport::tls::Tls;
 use crate::web::{self, WebSettings};

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::debug;
 
+use crate::control::ConnectionId;
 use crate::error::describe;
 use crate::hub::{Event, LeaveReason};
 use crate::protocol::{self, Decoded, Input, LineDecoder};
 use crate::rate::TokenBucket;
-use crate::server::{Connection, Received};
-use crate::shutdown::ConnectionId;
+use crate::service::{Connection, Received};
 use crate::transport::telnet::Terminal;
 use crate::transport::{DirectOutput, Transport};
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use crate::append::AppendFile;
 use crate::error::{Error, describe};
 use crate::protocol::{self, LineSplitter};
-use crate::server::{Connection, Received, Service};
+use crate::service::{Connection, Received, Service};
 
 /// Options of `tcpchat dump`.
 #[derive(Debug, Clone)]

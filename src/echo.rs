@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::describe;
 use crate::protocol::{IDLE_FAREWELL, LineSplitter};
-use crate::server::{Connection, Received, Service};
+use crate::service::{Connection, Received, Service};
 
 /// The chapter's greeting.
 pub const GREETING: &[u8] = b"Hello! You can start typing. Type \"quit\" to exit!\n";

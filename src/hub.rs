@@ -18,12 +18,12 @@ use log::{debug, info};
 use crate::append::AppendFile;
 use crate::cluster::wire::Shared;
 use crate::cluster::{Incoming, Outgoing};
+use crate::control::ConnectionId;
 use crate::error::describe;
 use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::Input;
 use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
-use crate::shutdown::ConnectionId;
 use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport};
 

@@ -23,6 +23,7 @@ pub mod chat;
 mod cluster;
 pub mod config;
 mod connection;
+pub mod control;
 pub mod dump;
 pub mod echo;
 pub mod error;
@@ -35,7 +36,9 @@ pub mod rate;
 mod rooms;
 pub mod send;
 pub mod server;
+pub mod service;
 pub mod shutdown;
+mod sys;
 pub mod systemd;
 pub mod transport;
 mod web;
@@ -44,13 +47,14 @@ use std::sync::Arc;
 
 pub use chat::Chat;
 pub use config::Config;
+pub use control::ShutdownHandle;
 pub use dump::{Dump, DumpOptions};
 pub use echo::Echo;
 pub use error::Error;
 pub use metrics::Metrics;
 pub use send::{SendFile, SendOptions};
-pub use server::{Connection, Server, Service};
-pub use shutdown::ShutdownHandle;
+pub use server::Server;
+pub use service::{Connection, Service};
 
 /// Lowers `max_clients` to what the machine can hold (see [`limits::connection_ceiling`]),
 /// with one warning, so that a client too many is refused instead of crashing the server.

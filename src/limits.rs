@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::shutdown::{ConnectionId, Control};
+use crate::control::{ConnectionId, Control};
 
 /// Memory mappings one thread costs: its stack, the guard page below it, and the
 /// allocator arena and signal stack that glibc and std may add.

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::server::Connection;
+use crate::service::Connection;
 use crate::transport::Transport;
 use crate::web::http;
 

@@ -24,9 +24,9 @@ use prometheus_client::metrics::counter::Counter;
 
 use socket2::SockRef;
 
+use crate::control::ConnectionId;
 use crate::rooms::RoomId;
-use crate::server::{SEND_NOW, poll};
-use crate::shutdown::ConnectionId;
+use crate::sys::{SEND_NOW, poll};
 use crate::transport::telnet::Screen;
 use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport, websocket};

@@ -11,7 +11,7 @@ use log::warn;
 
 use crate::error::{Error, describe};
 use crate::protocol;
-use crate::server::{Connection, Received, Service};
+use crate::service::{Connection, Received, Service};
 
 /// After sending the file and closing its side, how long the server waits for the client
 /// to close before closing regardless. Closing while the client's bytes are still unread

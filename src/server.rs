@@ -7,12 +7,12 @@
 //!     └── Spawned/AcceptStopped ┴──> supervisor <── ShutdownHandle (Ctrl-C)
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
@@ -20,12 +20,14 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
 use crate::addresses;
 use crate::config::Config;
+use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
 use crate::limits::Places;
 use crate::metrics::{self, Metrics};
-use crate::shutdown::{ConnectionId, Control, ShutdownHandle, Supervisor};
+use crate::service::{Connection, Service};
+use crate::shutdown::Supervisor;
+use crate::sys::{SEND_NOW, poll};
 use crate::transport::Transport;
-use crate::transport::tls::TlsSession;
 use crate::web;
 
 /// How many connections may wait in the kernel's accept queue (capped by somaxconn).
@@ -38,178 +40,6 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// How long the acceptor waits before retrying after running out of file descriptors or
 /// memory: long enough not to spin, short enough to recover as soon as resources free up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Flags for a send that must never block the caller or raise SIGPIPE.
-pub(crate) const SEND_NOW: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-
-/// poll(2): waits until one of `fds` is ready, for at most `timeout` (`None`: no limit;
-/// less than a millisecond counts as one). Returns how many are ready, 0 when the time ran
-/// out or a signal interrupted the wait.
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> usize {
-    let millis = timeout.map_or(-1, |timeout| {
-        libc::c_int::try_from(timeout.as_millis())
-            .unwrap_or(libc::c_int::MAX)
-            .max(1)
-    });
-    let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-    // SAFETY: `fds` is a valid slice of `count` pollfd structs for the whole call.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
-    usize::try_from(ready).unwrap_or(0)
-}
-
-/// One accepted connection, handed to a [`Service`] on the connection's own thread.
-pub struct Connection {
-    /// Unique number of this connection.
-    pub id: ConnectionId,
-    /// The socket, shared (not duplicated) with whoever writes to it, so that each client
-    /// costs one file descriptor.
-    pub stream: Arc<TcpStream>,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Lets a service stop the whole server (the dump subcommand does when its file fails).
-    pub shutdown: ShutdownHandle,
-    /// The listener it came in on.
-    pub transport: Transport,
-    /// The server's counters.
-    pub(crate) metrics: Arc<Metrics>,
-    /// The TLS session, once the service has done the handshake (`--tls-*`).
-    pub(crate) tls: Option<Arc<TlsSession>>,
-}
-
-/// What one read from a client gave.
-pub enum Received<'a> {
-    /// Bytes arrived.
-    Data(&'a [u8]),
-    /// The client closed its side (or the server shut the socket down).
-    Closed,
-    /// Nothing arrived within `--idle-timeout`.
-    IdleTimeout,
-    /// The connection broke (reset, keepalive gave up, ...).
-    Failed(io::Error),
-}
-
-impl Connection {
-    /// Reads what the client sent next into `buffer`, blocking until something happens.
-    pub fn receive<'a>(&self, buffer: &'a mut [u8]) -> Received<'a> {
-        loop {
-            return match self.read(buffer) {
-                Ok(0) => Received::Closed,
-                Ok(count) => Received::Data(&buffer[..count]),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Received::IdleTimeout
-                }
-                Err(error) => Received::Failed(error),
-            };
-        }
-    }
-
-    /// Reads what the client sent, decrypted if it speaks TLS.
-    pub(crate) fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        match &self.tls {
-            Some(session) => session.read(&self.stream, buffer),
-            None => (&*self.stream).read(buffer),
-        }
-    }
-
-    /// Writes all of `bytes`, blocking, encrypted if the client speaks TLS. Only for the
-    /// connection's own thread before the client is the hub's (HTTP responses, the
-    /// WebSocket handshake) and for the subcommands without a hub.
-    pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        match &self.tls {
-            Some(session) => session.write_all_blocking(&self.stream, bytes),
-            None => (&*self.stream).write_all(bytes),
-        }
-    }
-
-    /// Waits for `duration` unless the connection is shut down first (by the server, or a
-    /// reset from the peer); returns false then. Used by flood control, so that a client
-    /// waiting for its next token is still closed at once on shutdown.
-    pub fn pause(&self, duration: Duration) -> bool {
-        let mut fd = [libc::pollfd {
-            fd: self.stream.as_raw_fd(),
-            // No events asked for: poll reports only POLLHUP (both directions shut down)
-            // and POLLERR, never the data a flooder keeps sending.
-            events: 0,
-            revents: 0,
-        }];
-        let deadline = Instant::now() + duration;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if poll(&mut fd, Some(left)) > 0 {
-                return false;
-            }
-            // Time up, or interrupted by a signal: then wait for the rest.
-            if Instant::now() >= deadline {
-                return true;
-            }
-        }
-    }
-
-    /// Waits, for at most `timeout` in all, for the client to close, reading and dropping
-    /// whatever it still sends. For after the server has sent its last bytes and closed its
-    /// sending side: closing the socket with the client's input unread would make the
-    /// kernel answer with a reset, which can destroy those last bytes (a goodbye, the end
-    /// of a file) before the client has read them.
-    pub fn wait_for_close(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut sink = [0u8; 256];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
-                return;
-            }
-            if !matches!(self.receive(&mut sink), Received::Data(_)) {
-                return;
-            }
-        }
-    }
-
-    /// Logs the chapter's "new connection" event for the subcommands without nicks.
-    pub fn log_opened(&self) {
-        info!("new connection from {}", self.peer);
-    }
-
-    /// Logs the end of the connection with how it ended.
-    pub fn log_closed(&self, how: impl std::fmt::Display) {
-        info!("connection from {} closed: {how}", self.peer);
-    }
-}
-
-/// What a subcommand does with its connections. The server calls these in order:
-/// `serve` for each connection (on its own thread), then on shutdown `begin_drain`,
-/// `close_all` if the drain timeout passes, and `finish` once every connection has ended.
-pub trait Service: Send + Sync + 'static {
-    /// Serves one connection until it ends. Returning closes the connection (once every
-    /// other holder of the stream lets go of it).
-    fn serve(&self, connection: Connection);
-
-    /// The listener has closed; connections may go on until the drain timeout.
-    fn begin_drain(&self) {}
-
-    /// The drain timeout passed: send what is still owed to each connection. The server
-    /// then writes [`Service::goodbye`] to each and closes them.
-    fn close_all(&self) {}
-
-    /// Lines for the start-up log after where to connect (the TLS fingerprint to compare).
-    fn banner(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// A last line for every connection the server closes itself, if any.
-    fn goodbye(&self) -> Option<Vec<u8>> {
-        None
-    }
-
-    /// Every connection has ended: flush, join helper threads, report a failure.
-    fn finish(&self) -> Result<(), Error> {
-        Ok(())
-    }
-}
 
 /// Binds the listening socket: address reuse on (a restarted server does not wait for old
 /// connections in TIME_WAIT), a large backlog, and `::` accepting IPv4 too.

@@ -1,7 +1,8 @@
-//! The one shutdown signal every thread observes, and the supervisor that carries out
-//! the shutdown sequence: stop accepting, drain, close what is left, join every thread.
+//! The supervisor that carries out the shutdown sequence: stop accepting, drain, close
+//! what is left, join every thread.
 //!
-//! The supervisor (see server.rs) reads one channel of [`Control`] messages: shutdown
+//! The supervisor (see server.rs) reads one channel of [`Control`] messages (control.rs):
+//! shutdown
 //! requests, and the births and deaths of connection threads. Keeping them on one channel
 //! keeps their order: a connection the acceptor reported before it stopped is always seen
 //! before the acceptor's `AcceptStopped`.
@@ -13,57 +14,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
 use socket2::SockRef;
 
+use crate::control::{ConnectionId, Control};
 use crate::error::Error;
-use crate::server::{SEND_NOW, Service};
-
-/// Number of a connection, unique for the life of the server, counting from 1.
-pub type ConnectionId = u64;
-
-/// What the supervisor hears about.
-pub(crate) enum Control {
-    /// Ctrl-C or a caller: stop accepting, let connections drain, then close them.
-    Shutdown,
-    /// A service cannot go on (the dump file failed): stop accepting and close at once.
-    Abort,
-    /// The acceptor started a connection thread (`thread` is `None` if spawning failed).
-    Spawned {
-        id: ConnectionId,
-        thread: Option<JoinHandle<()>>,
-        stream: Arc<TcpStream>,
-    },
-    /// A connection thread is ending; sent by its slot guard however the thread ends.
-    Finished(ConnectionId),
-    /// The acceptor has closed the listener and ended.
-    AcceptStopped,
-}
-
-/// Asks a running server to shut down. Cheap to clone; every copy reaches the same server.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    control: Sender<Control>,
-}
-
-impl ShutdownHandle {
-    pub(crate) fn new(control: Sender<Control>) -> Self {
-        ShutdownHandle { control }
-    }
-
-    /// Stops accepting at once; open connections go on until they end or the drain timeout
-    /// passes. Asking again, or after the server ended, does nothing.
-    pub fn request(&self) {
-        // An error means the server has already ended: nothing left to stop.
-        let _ = self.control.send(Control::Shutdown);
-    }
-
-    /// Stops accepting and closes every connection now, without a drain period.
-    pub fn abort(&self) {
-        let _ = self.control.send(Control::Abort);
-    }
-}
+use crate::service::Service;
+use crate::sys::SEND_NOW;
 
 /// What the supervisor knows of one connection. An entry is complete, and removed, once
 /// both the acceptor's `Spawned` and the slot's `Finished` have arrived (in either order).

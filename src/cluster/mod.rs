@@ -30,9 +30,9 @@ use log::info;
 pub(crate) use link::{GUEST_BLOCK, now_micros};
 use wire::Envelope;
 
+use crate::control::ConnectionId;
 use crate::error::Error;
 use crate::hub::Event;
-use crate::shutdown::ConnectionId;
 
 /// Where the cluster is and who this node is in it.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use super::shared::Origin;
 use super::{Hub, NoticeKind};
 use crate::cluster::wire::{Envelope, Member, Shared};
 use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_micros};
+use crate::control::ConnectionId;
 use crate::rooms::RoomId;
-use crate::shutdown::ConnectionId;
 
 /// Events said while the link was down that are sent to the others when it is back.
 const BACKLOG: usize = 1000;

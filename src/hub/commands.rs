@@ -8,10 +8,10 @@ use log::{info, warn};
 use super::{Hub, LeaveReason, OP_RETRY_DELAY};
 use crate::cluster::wire::Shared;
 use crate::cluster::{Outgoing, now_micros};
+use crate::control::ConnectionId;
 use crate::outbox::line;
 use crate::protocol::{self, Input, NickError};
 use crate::rooms::{RoomId, clock_time};
-use crate::shutdown::ConnectionId;
 
 impl Hub {
     /// Shows a client arriving in `room` what was said there lately.

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::control::ConnectionId;
 use crate::outbox::Round;
 use crate::protocol;
 use crate::rooms::RoomId;
-use crate::shutdown::ConnectionId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum NoticeKind {

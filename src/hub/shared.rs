@@ -9,9 +9,9 @@ use log::info;
 use super::notices::NoticeKind;
 use super::{Hub, LeaveReason};
 use crate::cluster::wire::Shared;
+use crate::control::ConnectionId;
 use crate::outbox::line;
 use crate::rooms::RoomId;
-use crate::shutdown::ConnectionId;
 
 /// Who an event comes from, as the hub applying it sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use rustls::{ServerConfig, ServerConnection};
 use socket2::SockRef;
 
 use crate::error::Error;
-use crate::server::SEND_NOW;
+use crate::sys::SEND_NOW;
 
 /// How long a client has to complete the TLS handshake. A client that stalls or trickles is
 /// cut off after this, whatever its pace; it never holds anyone else up.

@@ -23,7 +23,7 @@ use super::{DirectOutput, Transport};
 use crate::connection::{ClientInput, End, Read as ReadOutcome, collect_input};
 use crate::error::describe;
 use crate::protocol::{Input, LineDecoder};
-use crate::server::Connection;
+use crate::service::Connection;
 
 /// The largest message (or frame) a browser may send, in bytes; a larger one closes the
 /// connection with 1009. 64 KiB: a pasted page of text, far beyond what the page sends, and

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::server::Connection;
+use crate::service::Connection;
 use std::time::{Duration, Instant};
 
 /// The most a request's head (request line and headers) may take. 8 KiB: a browser's

@@ -18,7 +18,7 @@ use log::{debug, info};
 use crate::connection::{self, ClientLimits};
 use crate::error::describe;
 use crate::hub::Event;
-use crate::server::Connection;
+use crate::service::Connection;
 use crate::transport::websocket::WebSocketInput;
 use http::{Request, RequestError, host_name, respond, respond_error};
 

@@ -1,0 +1,54 @@
+//! What the threads of a server tell each other, shared by the acceptor (server.rs), the
+//! connection places (limits.rs) and the supervisor (shutdown.rs): connection numbers, the
+//! supervisor's messages, and the handle that asks for a shutdown.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+/// Number of a connection, unique for the life of the server, counting from 1.
+pub type ConnectionId = u64;
+
+/// What the supervisor hears about.
+pub(crate) enum Control {
+    /// Ctrl-C or a caller: stop accepting, let connections drain, then close them.
+    Shutdown,
+    /// A service cannot go on (the dump file failed): stop accepting and close at once.
+    Abort,
+    /// The acceptor started a connection thread (`thread` is `None` if spawning failed).
+    Spawned {
+        id: ConnectionId,
+        thread: Option<JoinHandle<()>>,
+        stream: Arc<TcpStream>,
+    },
+    /// A connection thread is ending; sent by its slot guard however the thread ends.
+    Finished(ConnectionId),
+    /// The acceptor has closed the listener and ended.
+    AcceptStopped,
+}
+
+/// Asks a running server to shut down. Cheap to clone; every copy reaches the same server.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    control: Sender<Control>,
+}
+
+impl ShutdownHandle {
+    pub(crate) fn new(control: Sender<Control>) -> Self {
+        ShutdownHandle { control }
+    }
+
+    /// Stops accepting at once; open connections go on until they end or the drain timeout
+    /// passes. Asking again, or after the server ended, does nothing.
+    pub fn request(&self) {
+        // An error means the server has already ended: nothing left to stop.
+        let _ = self.control.send(Control::Shutdown);
+    }
+
+    /// Stops accepting and closes every connection now, without a drain period.
+    pub fn abort(&self) {
+        let _ = self.control.send(Control::Abort);
+    }
+}

@@ -1,0 +1,21 @@
+//! The system calls several layers share, in one place below them all.
+
+use std::time::Duration;
+
+/// Flags for a send that must never block the caller or raise SIGPIPE.
+pub(crate) const SEND_NOW: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+/// poll(2): waits until one of `fds` is ready, for at most `timeout` (`None`: no limit;
+/// less than a millisecond counts as one). Returns how many are ready, 0 when the time ran
+/// out or a signal interrupted the wait.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> usize {
+    let millis = timeout.map_or(-1, |timeout| {
+        libc::c_int::try_from(timeout.as_millis())
+            .unwrap_or(libc::c_int::MAX)
+            .max(1)
+    });
+    let count = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+    // SAFETY: `fds` is a valid slice of `count` pollfd structs for the whole call.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
+    usize::try_from(ready).unwrap_or(0)
+}
