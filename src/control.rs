@@ -17,13 +17,16 @@ pub(crate) enum Control {
     Shutdown,
     /// A service cannot go on (the dump file failed): stop accepting and close at once.
     Abort,
-    /// The acceptor started a connection thread (`thread` is `None` if spawning failed).
+    /// The acceptor handed a connection to a thread (or failed to, and closed it).
     Spawned {
         id: ConnectionId,
-        thread: Option<JoinHandle<()>>,
         stream: Arc<TcpStream>,
     },
-    /// A connection thread is ending; sent by its slot guard however the thread ends.
+    /// The acceptor started connection thread number `worker`.
+    WorkerStarted { worker: u64, thread: JoinHandle<()> },
+    /// Connection thread `worker` has ended (its guard sends this however it ends).
+    WorkerEnded(u64),
+    /// A connection has ended; sent by its slot guard however its service returns.
     Finished(ConnectionId),
     /// The acceptor has closed the listener and ended.
     AcceptStopped,

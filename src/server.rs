@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, info, warn};
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 
@@ -22,7 +22,7 @@ use crate::addresses;
 use crate::config::Config;
 use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
-use crate::limits::Places;
+use crate::limits::{ConnectionSlot, Places};
 use crate::metrics::{self, Metrics};
 use crate::service::{Connection, Service};
 use crate::shutdown::Supervisor;
@@ -163,6 +163,7 @@ impl Server {
         }
         let (control_sender, control_receiver) = crossbeam_channel::unbounded();
         let shutdown = ShutdownHandle::new(control_sender.clone());
+        let (parked, waiting_for_jobs) = crossbeam_channel::bounded(0);
         let acceptor = Acceptor {
             listeners,
             config: config.clone(),
@@ -174,6 +175,9 @@ impl Server {
             next_id: 1,
             in_error_burst: false,
             metrics: Arc::clone(&metrics),
+            parked,
+            waiting_for_jobs,
+            next_worker: 1,
         };
         let acceptor_thread = thread::Builder::new()
             .name(String::from("acceptor"))
@@ -271,6 +275,11 @@ struct Acceptor {
     next_id: ConnectionId,
     in_error_burst: bool,
     metrics: Arc<Metrics>,
+    /// Hands a connection to a thread that waits for one (zero capacity: only a thread
+    /// waiting right now takes it). Dropped with the acceptor, which ends the waiting.
+    parked: Sender<Job>,
+    waiting_for_jobs: Receiver<Job>,
+    next_worker: u64,
 }
 
 #[derive(PartialEq)]
@@ -420,20 +429,33 @@ impl Acceptor {
             tls: None,
             metrics: Arc::clone(&self.metrics),
         };
-        let service = Arc::clone(&self.service);
         debug!("connection #{id} from {peer}");
+        let _ = self.control.send(Control::Spawned {
+            id,
+            stream: Arc::clone(&stream),
+        });
+        // A thread that finished its last client waits a moment for the next: taking it
+        // costs a wake-up, where a new thread costs a stack mapped and unmapped.
+        let job = match self.parked.try_send(Job { connection, slot }) {
+            Ok(()) => return true,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+        };
+        let worker = self.next_worker;
+        let (service, control) = (Arc::clone(&self.service), self.control.clone());
+        let waiting = self.waiting_for_jobs.clone();
         let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
+            .name(format!("conn-{worker}"))
             .stack_size(self.config.thread_stack_size)
             .spawn(move || {
-                let _slot = slot;
-                match connection.transport {
-                    Transport::Metrics => metrics::serve(connection),
-                    Transport::Tcp | Transport::Web => service.serve(connection),
-                }
+                let _ended = WorkerEnded { worker, control };
+                run_worker(job, &*service, &waiting);
             });
-        let thread = match spawned {
-            Ok(thread) => Some(thread),
+        match spawned {
+            Ok(thread) => {
+                self.next_worker += 1;
+                let _ = self.control.send(Control::WorkerStarted { worker, thread });
+                true
+            }
             Err(error) => {
                 // The closure, and with it the slot, was dropped: the supervisor hears
                 // Finished for this id. Tell the client why it is being closed, and give
@@ -450,12 +472,50 @@ impl Acceptor {
                 };
                 refuse(&stream, transport, line);
                 thread::sleep(ACCEPT_BACKOFF);
-                None
+                false
             }
+        }
+    }
+}
+
+/// A connection and its place, waiting for a thread.
+struct Job {
+    connection: Connection,
+    slot: ConnectionSlot,
+}
+
+/// How long a connection thread that finished its client waits for another before it
+/// ends. Long enough to carry a burst of short connections, short enough that a quiet
+/// server does not keep threads it no longer needs.
+const WORKER_IDLE: Duration = Duration::from_secs(2);
+
+/// A connection thread: serves its first client, then whoever the acceptor hands it next,
+/// one at a time, until none comes within [`WORKER_IDLE`] or the acceptor is gone.
+fn run_worker(first: Job, service: &dyn Service, jobs: &Receiver<Job>) {
+    let mut job = first;
+    loop {
+        let Job { connection, slot } = job;
+        match connection.transport {
+            Transport::Metrics => metrics::serve(connection),
+            Transport::Tcp | Transport::Web => service.serve(connection),
+        }
+        drop(slot);
+        job = match jobs.recv_timeout(WORKER_IDLE) {
+            Ok(next) => next,
+            Err(_) => return,
         };
-        let admitted = thread.is_some();
-        let _ = self.control.send(Control::Spawned { id, thread, stream });
-        admitted
+    }
+}
+
+/// Tells the supervisor a connection thread ended, however it ends (a panic included).
+struct WorkerEnded {
+    worker: u64,
+    control: Sender<Control>,
+}
+
+impl Drop for WorkerEnded {
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::WorkerEnded(self.worker));
     }
 }
 

@@ -7,7 +7,7 @@
 //! keeps their order: a connection the acceptor reported before it stopped is always seen
 //! before the acceptor's `AcceptStopped`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use crate::sys::SEND_NOW;
 struct TrackedConnection {
     spawned: bool,
     finished: bool,
-    thread: Option<JoinHandle<()>>,
     stream: Option<Arc<TcpStream>>,
 }
 
@@ -79,6 +78,10 @@ pub(crate) struct Supervisor {
     service: Arc<dyn Service>,
     drain_timeout: Duration,
     connections: HashMap<ConnectionId, TrackedConnection>,
+    /// Connection threads, each serving one connection at a time, joined when they end.
+    workers: HashMap<u64, JoinHandle<()>>,
+    /// Threads whose end was reported before their start.
+    workers_ended_early: HashSet<u64>,
 }
 
 impl Supervisor {
@@ -97,12 +100,19 @@ impl Supervisor {
             service,
             drain_timeout,
             connections: HashMap::new(),
+            workers: HashMap::new(),
+            workers_ended_early: HashSet::new(),
         }
     }
 
     pub(crate) fn run(mut self) -> Result<(), Error> {
         let mut phase = Phase::Serving;
-        while !self.acceptor_reported_stop || !self.connections.is_empty() {
+        // Connection threads outlive their connections a moment (they wait for the next);
+        // once the acceptor is gone they end, and are joined, too.
+        while !self.acceptor_reported_stop
+            || !self.connections.is_empty()
+            || !self.workers.is_empty()
+        {
             let received = match phase.deadline() {
                 Some(deadline) => self.control.recv_deadline(deadline),
                 None => self
@@ -138,17 +148,30 @@ impl Supervisor {
                     });
                 }
                 Control::Shutdown | Control::Abort => {}
-                Control::Spawned { id, thread, stream } => {
+                Control::Spawned { id, stream } => {
                     if phase.is_closing() {
                         // Accepted just before the listener closed: too late to be served.
                         let _ = stream.shutdown(Shutdown::Both);
                     }
                     let tracked = self.connections.entry(id).or_default();
                     tracked.spawned = true;
-                    tracked.thread = thread;
                     tracked.stream = Some(stream);
                     self.reap(id);
                 }
+                Control::WorkerStarted { worker, thread } => {
+                    if self.workers_ended_early.remove(&worker) {
+                        join_worker(worker, thread);
+                    } else {
+                        self.workers.insert(worker, thread);
+                    }
+                }
+                // It can end before the acceptor reports it started (a short connection).
+                Control::WorkerEnded(worker) => match self.workers.remove(&worker) {
+                    Some(thread) => join_worker(worker, thread),
+                    None => {
+                        self.workers_ended_early.insert(worker);
+                    }
+                },
                 Control::Finished(id) => {
                     self.connections.entry(id).or_default().finished = true;
                     self.reap(id);
@@ -217,20 +240,22 @@ impl Supervisor {
         }
     }
 
-    /// Joins a connection's thread once both its start and its end have been reported.
+    /// Forgets a connection once both its start and its end have been reported.
     fn reap(&mut self, id: ConnectionId) {
         let complete = self
             .connections
             .get(&id)
             .is_some_and(|tracked| tracked.spawned && tracked.finished);
-        if !complete {
-            return;
+        if complete {
+            self.connections.remove(&id);
         }
-        if let Some(thread) = self.connections.remove(&id).and_then(|t| t.thread)
-            && thread.join().is_err()
-        {
-            warn!("connection #{id}: its thread panicked; the server carries on");
-        }
+    }
+}
+
+/// Joins a connection thread that has ended (at once: it has no more work).
+fn join_worker(worker: u64, thread: JoinHandle<()>) {
+    if thread.join().is_err() {
+        warn!("connection thread {worker} panicked; the server carries on");
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::net::TcpListener;
 
-use crate::support::{BinaryServer, LineClient, failed_start, is_refused};
+use crate::support::{
+    BinaryServer, LineClient, PATIENCE, failed_start, is_refused, proc_status_field,
+};
 
 #[test]
 fn the_binary_logs_its_address_and_serves_chat() {
@@ -77,4 +79,40 @@ fn a_second_ctrl_c_exits_at_once() {
     server.signal("INT");
     let (status, _) = server.wait_exit();
     assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn connection_threads_are_reused_and_end_when_idle() {
+    let server = BinaryServer::start(&[]);
+    let threads = || proc_status_field(server.pid(), "Threads:");
+    let at_rest = threads();
+    // Connection threads are named `conn-N`, N counting the threads started.
+    let connection_threads = || -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid())).expect("tasks");
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| name.starts_with("conn-"))
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    // One client after another: each finds the previous one's thread waiting for it.
+    for _ in 0..20 {
+        let (mut client, _) = LineClient::join(server.address);
+        seen.extend(connection_threads());
+        client.send("/quit");
+        client.expect_line("* bye!");
+        client.expect_closed();
+    }
+    assert!(seen.len() <= 2, "20 clients, threads {seen:?}");
+    // A waiting thread ends after a couple of seconds without a client.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while threads() > at_rest {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threads stay: {}",
+            threads()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
