@@ -5,19 +5,18 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::thread;
-use std::time::Instant;
 
 use crate::support::{
-    BinaryServer, LineClient, PATIENCE, TempDir, programs_available, spawn_with_log,
+    BinaryServer, LineClient, LoggedProcess, PATIENCE, TempDir, forward_lines, programs_available,
+    spawn_with_log,
 };
 
 const TCPCHAT: &str = env!("CARGO_BIN_EXE_tcpchat");
@@ -30,7 +29,7 @@ fn socket_activation_serves_on_the_listener_systemd_passes() {
     let address = free_address();
     // An address this machine does not have: binding it would fail, so serving at all
     // shows that tcpchat used the socket it was given.
-    let mut activated = LoggedProcess::activated(
+    let mut activated = activated(
         &["-l", &address.to_string()],
         &["--host", "192.0.2.1", "--port", "1"],
     );
@@ -70,7 +69,7 @@ fn a_second_passed_socket_named_web_serves_the_web_page() {
     }
     let (web, chat) = (free_address(), free_address());
     // The web socket comes first: its name, not its place, says what it is for.
-    let mut activated = LoggedProcess::activated(
+    let mut activated = activated(
         &[
             "-l",
             &web.to_string(),
@@ -145,7 +144,7 @@ fn log_lines_to_the_journal_carry_a_priority_and_no_timestamp() {
     let mut command = Command::new(TCPCHAT);
     command.args(["--host", "127.0.0.1", "--port", "0", "-v"]);
     let (child, log) = spawn_with_stderr_as_journal(command, JournalStream::Matching);
-    let mut server = LoggedProcess { child, log };
+    let mut server = LoggedProcess::new(child, log);
     let startup = server.expect_log("listening on ");
     let listening = startup.last().expect("the line found");
     assert!(
@@ -400,88 +399,13 @@ fn spawn_with_stderr_as_journal(
     (child, forward_lines(reader))
 }
 
-fn forward_lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// A process and its log, every line of which a test may look at (BinaryServer keeps
-/// only the line it waits for).
-struct LoggedProcess {
-    child: Child,
-    log: mpsc::Receiver<String>,
-}
-
-impl LoggedProcess {
-    /// Runs tcpchat under `systemd-socket-activate ACTIVATE_ARGS tcpchat TCPCHAT_ARGS`,
-    /// and waits until that listens. At the first connection it execs tcpchat (in the same
-    /// process) with the listening sockets as descriptors 3 and up.
-    fn activated(activate_args: &[&str], tcpchat_args: &[&str]) -> LoggedProcess {
-        let mut command = Command::new("systemd-socket-activate");
-        command.args(activate_args).arg(TCPCHAT).args(tcpchat_args);
-        let (child, log) = spawn_with_log(command);
-        let mut activated = LoggedProcess { child, log };
-        activated.expect_log("Listening on ");
-        activated
-    }
-
-    /// Waits for a log line containing `pattern`; returns the lines up to it.
-    fn expect_log(&mut self, pattern: &str) -> Vec<String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(pattern);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no log line with {pattern:?}; saw {seen:?}"),
-            }
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Waits for the process to exit; returns its status and the rest of its log.
-    fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + PATIENCE;
-        let mut rest = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => rest.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("tcpchat did not exit within {PATIENCE:?}; log {rest:?}")
-                }
-            }
-        }
-        let status = self.child.wait().expect("wait");
-        (status, rest)
-    }
-}
-
-impl Drop for LoggedProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs tcpchat under `systemd-socket-activate ACTIVATE_ARGS tcpchat TCPCHAT_ARGS`,
+/// and waits until that listens. At the first connection it execs tcpchat (in the same
+/// process) with the listening sockets as descriptors 3 and up.
+fn activated(activate_args: &[&str], tcpchat_args: &[&str]) -> LoggedProcess {
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(activate_args).arg(TCPCHAT).args(tcpchat_args);
+    let mut activated = LoggedProcess::spawn(command);
+    activated.expect_log("Listening on ");
+    activated
 }

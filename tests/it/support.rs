@@ -186,50 +186,42 @@ impl LineClient {
     }
 }
 
-/// The real `tcpchat` binary, with its log on stderr read line by line.
-pub struct BinaryServer {
+/// A process with its stderr read line by line, killed when dropped.
+pub struct LoggedProcess {
     child: Child,
     log: mpsc::Receiver<String>,
-    pub address: SocketAddr,
 }
 
-impl BinaryServer {
-    /// Runs `tcpchat ARGS --host 127.0.0.1 --port 0` and waits for `listening on ADDR`.
-    pub fn start(args: &[&str]) -> BinaryServer {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
-        command
-            .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0"]);
+impl LoggedProcess {
+    /// Runs `command` with its stderr forwarded line by line.
+    pub fn spawn(command: Command) -> LoggedProcess {
         let (child, log) = spawn_with_log(command);
-        BinaryServer::from_child(child, log)
+        LoggedProcess::new(child, log)
     }
 
-    /// Wraps a started process (e.g. under a shell with a lower ulimit).
-    pub fn from_child(child: Child, log: mpsc::Receiver<String>) -> BinaryServer {
-        let mut server = BinaryServer {
-            child,
-            log,
-            address: "0.0.0.0:0".parse().expect("address"),
-        };
-        let listening = server.expect_log("listening on ");
-        let address = listening.rsplit(' ').next().expect("address in log");
-        server.address = address.parse().expect("bound address");
-        server
+    pub fn new(child: Child, log: mpsc::Receiver<String>) -> LoggedProcess {
+        LoggedProcess { child, log }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Waits for a log line containing `pattern`.
-    pub fn expect_log(&mut self, pattern: &str) -> String {
+    /// Waits for a log line containing `pattern`; returns the lines up to and including
+    /// it.
+    pub fn expect_log(&mut self, pattern: &str) -> Vec<String> {
         let deadline = Instant::now() + PATIENCE;
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(pattern) => return line,
-                Ok(line) => seen.push(line),
+                Ok(line) => {
+                    let found = line.contains(pattern);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
                 Err(_) => panic!("no log line with {pattern:?}; saw {seen:?}"),
             }
         }
@@ -254,24 +246,73 @@ impl BinaryServer {
                 // stderr closed: the process is exiting.
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("server did not exit within {PATIENCE:?}; log {rest:?}")
+                    panic!("the process did not exit within {PATIENCE:?}; log {rest:?}")
                 }
             }
         }
         let status = self.child.wait().expect("wait");
         (status, rest)
     }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real `tcpchat` binary, with its log on stderr read line by line.
+pub struct BinaryServer {
+    process: LoggedProcess,
+    pub address: SocketAddr,
+}
+
+impl BinaryServer {
+    /// Runs `tcpchat ARGS --host 127.0.0.1 --port 0` and waits for `listening on ADDR`.
+    pub fn start(args: &[&str]) -> BinaryServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+        command
+            .args(args)
+            .args(["--host", "127.0.0.1", "--port", "0"]);
+        let (child, log) = spawn_with_log(command);
+        BinaryServer::from_child(child, log)
+    }
+
+    /// Wraps a started process (e.g. under a shell with a lower ulimit).
+    pub fn from_child(child: Child, log: mpsc::Receiver<String>) -> BinaryServer {
+        let mut server = BinaryServer {
+            process: LoggedProcess::new(child, log),
+            address: "0.0.0.0:0".parse().expect("address"),
+        };
+        let listening = server.expect_log("listening on ");
+        let address = listening.rsplit(' ').next().expect("address in log");
+        server.address = address.parse().expect("bound address");
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Waits for a log line containing `pattern`, and returns it.
+    pub fn expect_log(&mut self, pattern: &str) -> String {
+        let mut seen = self.process.expect_log(pattern);
+        seen.pop().expect("the line found")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
+    /// Waits for the process to exit; returns its status and the rest of its log.
+    pub fn wait_exit(self) -> (ExitStatus, Vec<String>) {
+        self.process.wait_exit()
+    }
 
     /// The server's resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
         proc_status_field(self.pid(), "VmRSS:")
-    }
-}
-
-impl Drop for BinaryServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -283,16 +324,21 @@ pub fn spawn_with_log(mut command: Command) -> (Child, mpsc::Receiver<String>) {
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn tcpchat");
     let stderr = child.stderr.take().expect("stderr");
+    (child, forward_lines(stderr))
+}
+
+/// The lines read from `stream`, as they come, on a thread of their own.
+pub fn forward_lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();
     thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if sender.send(line).is_err() {
                 break;
             }
         }
     });
-    (child, receiver)
+    receiver
 }
 
 /// A numeric field of /proc/PID/status, e.g. "VmRSS:" in KiB or "Threads:".
