@@ -173,8 +173,8 @@ impl Drop for ProgramClient {
 }
 
 #[test]
-fn openssl_and_ncat_chat_with_a_self_signed_server_whose_fingerprint_is_logged() {
-    if !support::programs_available(&["openssl", "ncat"]) {
+fn openssl_ncat_and_socat_chat_with_a_self_signed_server_whose_fingerprint_is_logged() {
+    if !support::programs_available(&["openssl", "ncat", "socat"]) {
         return;
     }
     let mut server = support::BinaryServer::start(&["--tls-self-signed"]);
@@ -208,11 +208,16 @@ fn openssl_and_ncat_chat_with_a_self_signed_server_whose_fingerprint_is_logged()
         &["--ssl", "127.0.0.1", &server.address.port().to_string()],
     );
     ncat.expect_line("* welcome, ");
+    let socat_address = format!("OPENSSL:{address},verify=0");
+    let mut socat = ProgramClient::start("socat", &["-", &socat_address]);
+    socat.expect_line("* welcome, ");
     writeln!(openssl.typed, "hello from openssl").expect("type");
-    assert_eq!(
-        ncat.expect_line("hello from openssl"),
-        format!("[{nick}] hello from openssl")
-    );
+    for client in [&mut ncat, &mut socat] {
+        assert_eq!(
+            client.expect_line("hello from openssl"),
+            format!("[{nick}] hello from openssl")
+        );
+    }
 }
 
 #[test]
