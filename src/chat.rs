@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
 use crate::error::describe;
-use crate::hub::{self, Event, HubSettings};
+use crate::hub::{self, Event, HubSettings, WritableWatch};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::service::{Connection, Service};
@@ -73,9 +73,11 @@ impl Chat {
             cluster: cluster.as_ref().map(|cluster| cluster.hub_link()),
             metrics,
         };
+        // Started here, so that every thread of the server exists once it listens.
+        let writable = WritableWatch::start(events.clone());
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))
-            .spawn(move || hub::run(receiver, settings))
+            .spawn(move || hub::run(receiver, settings, writable))
             .map_err(|source| Error::Thread {
                 name: "hub",
                 source,

@@ -31,14 +31,17 @@ mod cluster;
 mod commands;
 mod notices;
 mod shared;
+mod waker;
 
 use cluster::ClusterView;
 use notices::{BIG_ROOM, GatheredNotices, NoticeBatch, NoticeKind};
+pub(crate) use waker::WritableWatch;
 
 /// After a wrong `/op` password, how long before the client may try again.
 const OP_RETRY_DELAY: Duration = Duration::from_secs(3);
-/// While some client has output the kernel would not take, retry this often.
-const RETRY_INTERVAL: Duration = Duration::from_millis(10);
+/// While some client has output the kernel would not take, retry this often even if the
+/// writable watch (waker.rs) says nothing: a safety net, not the way output moves on.
+const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
 /// indefinitely.
 const MAX_EVENTS_PER_WAKEUP: usize = 4096;
@@ -74,6 +77,8 @@ pub(crate) enum Event {
     CloseAll { done: Sender<()> },
     /// Every client thread has ended: return.
     Stop,
+    /// A client the kernel would not take more from can take some now (waker.rs).
+    Writable,
     /// News from the cluster's threads (`--cluster`).
     Cluster(Incoming),
 }
@@ -136,7 +141,7 @@ pub(crate) struct HubSettings {
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
-pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
+pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: WritableWatch) {
     let mut hub = Hub {
         clients: HashMap::new(),
         nick_owners: HashMap::new(),
@@ -193,6 +198,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings) {
         hub.gathered.send_due(Instant::now(), &mut hub.round);
         hub.send_pending_output();
         hub.write_transcript();
+        writable.watch(hub.sockets_with_pending_output());
         if stop {
             return;
         }
@@ -283,6 +289,7 @@ impl Hub {
                 let _ = done.send(());
             }
             Event::Stop => return true,
+            Event::Writable => {}
             Event::Cluster(incoming) => self.handle_cluster(incoming),
         }
         false
@@ -529,6 +536,17 @@ impl Hub {
         self.remove_slow_consumers();
         // Leaves found while sending go out with the next wake-up's round.
         self.flush_notices();
+    }
+
+    /// The sockets of the clients whose output the kernel has not taken in full.
+    fn sockets_with_pending_output(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.delivery
+            .dirty
+            .iter()
+            .filter_map(|id| self.clients.get(id))
+            .map(|client| client.stream.as_raw_fd())
+            .collect()
     }
 
     fn remove_slow_consumers(&mut self) {

@@ -104,7 +104,9 @@ fn connection_threads_are_reused_and_end_when_idle() {
         client.expect_line("* bye!");
         client.expect_closed();
     }
-    assert!(seen.len() <= 2, "20 clients, threads {seen:?}");
+    // Usually one thread serves them all; a client that comes before the last one's thread
+    // is back waiting (a loaded machine) gets a new one. Without reuse: 20.
+    assert!(seen.len() <= 10, "20 clients, threads {seen:?}");
     // A waiting thread ends after a couple of seconds without a client.
     let deadline = std::time::Instant::now() + PATIENCE;
     while threads() > at_rest {
