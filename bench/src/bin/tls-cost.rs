@@ -1,0 +1,212 @@
+//! What TLS costs tcpchat per delivery: the same load over plain TCP and over TLS, one after
+//! the other against servers the caller started (`--plain ADDR --plain-pid PID --tls ADDR
+//! --tls-pid PID`), the server's CPU time per delivered line for each, as one JSON object.
+//!
+//! Load: 50 clients, 5 of them sending 2,000 lines each at 1,000 lines/s; every client
+//! reads on a thread of its own until it has every line of the others. The TLS clients
+//! accept any certificate (the server's is made at start-up, `--tls-self-signed`): this
+//! measures cost, not trust.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+
+const CLIENTS: usize = 50;
+const SENDERS: usize = 5;
+const LINES: usize = 2_000;
+const RATE: f64 = 1_000.0;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut plain = None;
+    let mut tls = None;
+    let (mut plain_pid, mut tls_pid) = (0, 0);
+    while let Some(arg) = args.next() {
+        let value = args.next().unwrap_or_default();
+        match arg.as_str() {
+            "--plain" => plain = value.parse::<SocketAddr>().ok(),
+            "--tls" => tls = value.parse::<SocketAddr>().ok(),
+            "--plain-pid" => plain_pid = value.parse().unwrap_or(0),
+            "--tls-pid" => tls_pid = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let (Some(plain), Some(tls)) = (plain, tls) else {
+        eprintln!("usage: tls-cost --plain ADDR --plain-pid PID --tls ADDR --tls-pid PID");
+        std::process::exit(2);
+    };
+    let plain_ns = run(plain, plain_pid, None);
+    let tls_ns = run(tls, tls_pid, Some(client_config()));
+    println!(
+        "{{\"plain_ns_per_delivery\": {plain_ns:.1}, \"tls_ns_per_delivery\": {tls_ns:.1}, \"tls_extra_ns_per_delivery\": {:.1}, \"tls_over_plain\": {:.3}}}",
+        tls_ns - plain_ns,
+        tls_ns / plain_ns
+    );
+}
+
+/// A stream to the server, plain or TLS.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+fn connect(address: SocketAddr, tls: &Option<Arc<ClientConfig>>) -> Box<dyn Stream> {
+    let tcp = TcpStream::connect(address).expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = ServerName::try_from("localhost").expect("name");
+            let connection = ClientConnection::new(Arc::clone(config), name).expect("client");
+            Box::new(StreamOwned::new(connection, tcp))
+        }
+    }
+}
+
+/// Runs the load; returns the server's CPU nanoseconds per delivery.
+fn run(address: SocketAddr, pid: u32, tls: Option<Arc<ClientConfig>>) -> f64 {
+    let mut readers = Vec::new();
+    let mut senders = Vec::new();
+    for index in 0..CLIENTS {
+        let mut reader = BufReader::new(connect(address, &tls));
+        let mut welcome = String::new();
+        reader.read_line(&mut welcome).expect("welcome");
+        if index < SENDERS {
+            senders.push(reader);
+        } else {
+            readers.push(reader);
+        }
+    }
+    let expected = SENDERS * LINES;
+    let cpu_before = cpu_seconds(pid);
+    let mut reading = Vec::new();
+    for mut reader in readers {
+        reading.push(thread::spawn(move || {
+            let (mut got, mut line) = (0, String::new());
+            while got < expected {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.contains("] line ") => got += 1,
+                    Ok(_) => {}
+                }
+            }
+            got
+        }));
+    }
+    let started = Instant::now();
+    let sending: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
+            thread::spawn(move || {
+                for n in 0..LINES {
+                    let due = started + Duration::from_secs_f64(n as f64 / RATE);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
+                    }
+                    let stream = sender.get_mut();
+                    stream
+                        .write_all(format!("line {n}\n").as_bytes())
+                        .expect("send");
+                    stream.flush().expect("flush");
+                }
+                sender
+            })
+        })
+        .collect();
+    let senders: Vec<_> = sending
+        .into_iter()
+        .map(|t| t.join().expect("sender"))
+        .collect();
+    let delivered: usize = reading.into_iter().map(|t| t.join().expect("reader")).sum();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    eprintln!(
+        "{}: {delivered} lines read in {:.2} s, server CPU {cpu:.3} s",
+        if tls.is_some() { "tls" } else { "plain" },
+        started.elapsed().as_secs_f64()
+    );
+    drop(senders);
+    // Senders' lines reach the other senders too: count those the readers saw, and as many
+    // for the senders (each sees the other 4 senders' lines).
+    let deliveries = delivered + SENDERS * (SENDERS - 1) * LINES;
+    cpu * 1e9 / deliveries.max(1) as f64
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / per_second
+}
+
+fn client_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts the server's certificate whatever it is (see the file's comment).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
