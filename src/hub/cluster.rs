@@ -1,7 +1,7 @@
 //! The hub's side of the cluster: members on other nodes, this node's place in the
 //! stream's order, and what happens when the link to Redis goes and comes back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use crossbeam_channel::Sender;
@@ -42,8 +42,9 @@ pub(super) struct ClusterView {
     asked_for_guests: bool,
     /// When each local client took its nick, for settling who keeps it after a split.
     pub(super) claimed_at: HashMap<ConnectionId, u64>,
-    /// Renames waiting for Redis to grant the nick.
-    pub(super) pending_renames: HashMap<ConnectionId, String>,
+    /// Renames waiting for Redis to grant the nick, in the order asked (Redis answers in
+    /// that order).
+    pub(super) pending_renames: HashMap<ConnectionId, VecDeque<String>>,
 }
 
 pub(super) struct RemoteMember {
@@ -497,26 +498,33 @@ impl Hub {
                 nick: nick.clone(),
             });
         }
-        let pending = self
-            .cluster
-            .as_mut()
-            .and_then(|cluster| cluster.pending_renames.remove(&id));
-        match (pending, granted) {
-            // A /nick waiting for the answer.
-            (Some(new_nick), Some(true) | None) if new_nick == nick => {
-                self.complete_rename(id, nick)
+        // The answer to a /nick this client is waiting for, or to a re-claim after a split,
+        // or to a claim of a client that has gone (its nick goes back).
+        let awaited = self.cluster.as_mut().is_some_and(|cluster| {
+            let Some(queue) = cluster.pending_renames.get_mut(&id) else {
+                return false;
+            };
+            let awaited = queue.front() == Some(&nick);
+            if awaited {
+                queue.pop_front();
             }
-            (Some(new_nick), Some(false)) if new_nick == nick => {
-                self.reply(id, format!("! nick {nick} is taken"));
+            if queue.is_empty() {
+                cluster.pending_renames.remove(&id);
             }
-            // A nick re-claimed after a split, taken meanwhile by someone who had it first.
-            (None, Some(false))
-                if self
-                    .clients
-                    .get(&id)
-                    .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick)) =>
-            {
-                self.rename_to_guest(id, &nick);
+            awaited
+        });
+        let holds_it = self
+            .clients
+            .get(&id)
+            .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick));
+        match (awaited, granted) {
+            (true, Some(true) | None) => self.complete_rename(id, nick),
+            (true, Some(false)) => self.reply(id, format!("! nick {nick} is taken")),
+            (false, Some(false)) if holds_it => self.rename_to_guest(id, &nick),
+            (false, Some(true)) if !holds_it => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.request(Outgoing::ReleaseNick(nick));
+                }
             }
             _ => {}
         }

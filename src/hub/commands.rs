@@ -325,7 +325,11 @@ impl Hub {
             Some(cluster) if cluster.is_linked() => {
                 let claimed_at = now_micros();
                 cluster.claimed_at.insert(id, claimed_at);
-                cluster.pending_renames.insert(id, new_nick.clone());
+                cluster
+                    .pending_renames
+                    .entry(id)
+                    .or_default()
+                    .push_back(new_nick.clone());
                 cluster.request(Outgoing::ClaimNick {
                     id,
                     nick: new_nick,

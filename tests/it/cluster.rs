@@ -331,3 +331,19 @@ fn a_nick_taken_on_both_sides_of_a_split_stays_with_whoever_took_it_first() {
     ann.send("/who");
     assert_eq!(ann.expect_line("* in lobby"), who);
 }
+
+#[test]
+fn two_renames_in_a_row_both_take_effect_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (mut ann, _) = LineClient::join(a.local_addr());
+    let (mut bob, _) = join_linked(b.local_addr(), &mut ann);
+    bob.send_bytes(b"/nick first\n/nick second\n");
+    assert_eq!(bob.expect_line("you are now"), "* you are now first");
+    assert_eq!(bob.expect_line("you are now"), "* you are now second");
+    ann.expect_line("is now first");
+    ann.expect_line("first is now second");
+    // The first nick was given back: someone else can take it.
+    ann.send("/nick first");
+    ann.expect_line("* you are now first");
+}
