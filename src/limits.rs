@@ -228,6 +228,46 @@ pub fn host_name() -> String {
     }
 }
 
+/// Gives back the pages of this thread's stack below the one in use: the kernel counts
+/// them in nobody's memory until they are touched again (then they read as zero, which is
+/// all an unused stack holds). A connection thread calls it before it waits for its
+/// client: the join or a burst of work may have reached a page deeper than the wait needs
+/// (a full hub channel makes the join's send take the slow, deeper path), and an idle
+/// client should not keep it.
+pub(crate) fn release_unused_stack() {
+    const PAGE: usize = 4096;
+    let marker = 0u8;
+    let in_use = std::ptr::addr_of!(marker) as usize;
+    // SAFETY: pthread_getattr_np fills `attributes` for the calling thread, and
+    // pthread_attr_getstack reads the stack's lowest address and size out of it; both are
+    // plain data, released by pthread_attr_destroy.
+    let (low, size) = unsafe {
+        let mut attributes: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attributes) != 0 {
+            return;
+        }
+        let mut low: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let found = libc::pthread_attr_getstack(&attributes, &mut low, &mut size);
+        libc::pthread_attr_destroy(&mut attributes);
+        if found != 0 {
+            return;
+        }
+        (low as usize, size)
+    };
+    // Everything below the page this frame is in (the wait to come needs a few hundred
+    // bytes, and takes the next page back if it needs it).
+    let end = in_use & !(PAGE - 1);
+    if in_use < low || in_use >= low + size || end <= low {
+        return;
+    }
+    // SAFETY: [low, end) is this thread's own stack below the page holding this frame, so
+    // below every frame in use; nothing lives there that anyone will read before writing.
+    unsafe {
+        libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,7 @@ pub(crate) struct WebSettings {
 }
 
 /// Serves one connection on the web port: a page, an error, or a chat client.
+#[inline(never)] // its frame only for web connections: see connection::serve_client
 pub(crate) fn serve(
     connection: Connection,
     hub: &Sender<Event>,
