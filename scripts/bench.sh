@@ -6,6 +6,13 @@
 # machine. Prints markdown tables (medians over the rounds, and tcpchat against the best
 # other server round by round) and writes bench/results/.
 #
+# Each round ends with the cluster comparison (issue 11): fanout and latency against
+# three tcpchat nodes sharing one Redis, the clients spread over the nodes, and against
+# one tcpchat node, back to back (which of the two goes first alternates by round). Every
+# cluster run has a Redis and nodes of its own: the stream keeps the room's history, which
+# would hand the previous run's marked lines to the next run's clients. Skipped, with a
+# note, without redis-server.
+#
 #   scripts/bench.sh           the full run (about 15 minutes on 2 cores)
 #   scripts/bench.sh --quick   a smoke test of the harness (about a minute), as CI runs it
 set -euo pipefail
@@ -20,12 +27,18 @@ SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-ch
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v ncat >/dev/null || missing+=(ncat)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "note: ${missing[*]} not installed and cannot be installed here; those columns are skipped" >&2
   fi
+fi
+CLUSTER_SCENARIOS=(fanout latency)
+if ! command -v redis-server >/dev/null; then
+  echo "note: redis-server is not installed: the cluster comparison is skipped" >&2
+  CLUSTER_SCENARIOS=()
 fi
 
 # 10,000 clients need 10,000 descriptors in the benchmark and in each server.
@@ -43,8 +56,11 @@ mkdir -p "$RESULTS"
 RAW=$(mktemp)
 WORK=$(mktemp -d)
 SERVER_PID=""
+NODE_PIDS=()
+REDIS_PID=""
 cleanup() {
-  [ -n "$SERVER_PID" ] && kill -9 "$SERVER_PID" 2>/dev/null || true
+  local pid
+  for pid in $SERVER_PID "${NODE_PIDS[@]}" $REDIS_PID; do kill -9 "$pid" 2>/dev/null || true; done
   rm -rf "$WORK" "$RAW"
 }
 trap cleanup EXIT
@@ -88,12 +104,104 @@ start_server() {
   esac
 }
 
+# stop_process PID...: TERM to each, then up to 2 s for each to end before KILL.
+stop_process() {
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.02; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
 stop_server() {
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.02; done
-  kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
+  stop_process "$SERVER_PID"
   SERVER_PID=""
+}
+
+# wait_listening PORT PID: until PID listens on 127.0.0.1:PORT; fails if PID ends first
+# or after 10 s.
+wait_listening() {
+  local deadline=$((SECONDS + 10))
+  until ss -ltn | grep -q "127.0.0.1:$1 "; do
+    if ! kill -0 "$2" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then return 1; fi
+    sleep 0.02
+  done
+}
+
+# start_cluster: a Redis and three tcpchat nodes on free ports, linked; sets REDIS_PID,
+# NODE_PIDS and NODE_ADDRS, or says why not in CLUSTER_ERROR and fails.
+start_cluster() {
+  local redis_port port n addr_args=()
+  NODE_PIDS=()
+  NODE_ADDRS=()
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  if ! wait_listening "$redis_port" "$REDIS_PID"; then
+    CLUSTER_ERROR="redis-server did not start"
+    return 1
+  fi
+  for n in 1 2 3; do
+    port=$(free_port)
+    # shellcheck disable=SC2086
+    ./target/release/tcpchat --host 127.0.0.1 --port "$port" \
+      --cluster "redis://127.0.0.1:$redis_port" --node-name "node$n" $TCPCHAT_FLAGS 2>"$WORK/node$n.log" &
+    NODE_PIDS+=($!)
+    NODE_ADDRS+=("127.0.0.1:$port")
+    addr_args+=(--addr "127.0.0.1:$port")
+  done
+  for n in 0 1 2; do
+    if ! wait_listening "${NODE_ADDRS[n]##*:}" "${NODE_PIDS[n]}"; then
+      CLUSTER_ERROR="node$((n + 1)) did not start"
+      return 1
+    fi
+  done
+  # -q hides `listening on`, and a node listens before its Redis link is up: the nodes
+  # are linked once a line said on each has reached the others.
+  if ! "$BENCH" wait-linked "${addr_args[@]}" >/dev/null 2>"$WORK/linked.err"; then
+    CLUSTER_ERROR="nodes not linked: $(tr -d '"' <"$WORK/linked.err")"
+    return 1
+  fi
+}
+
+stop_cluster() {
+  stop_process "${NODE_PIDS[@]}"
+  stop_process $REDIS_PID
+  NODE_PIDS=()
+  REDIS_PID=""
+}
+
+# run_cluster_comparison ROUND SCENARIO SETUP: SCENARIO against one node or the cluster;
+# appends one raw line, scenario cluster-SCENARIO, server SETUP (one-node or cluster).
+run_cluster_comparison() {
+  local run=$1 scenario=$2 setup=$3 result="" addr pid args=() pids=()
+  if [ "$setup" = one-node ]; then
+    start_server tcpchat
+    pids=("$SERVER_PID")
+    args=(--addr "$ADDR" --pid "$SERVER_PID")
+    echo "  [${SECONDS}s] round $run, cluster-$scenario: one node on $ADDR" >&2
+  elif start_cluster; then
+    # CPU time counts for the three nodes and Redis.
+    pids=("${NODE_PIDS[@]}" "$REDIS_PID")
+    for addr in "${NODE_ADDRS[@]}"; do args+=(--addr "$addr"); done
+    for pid in "${pids[@]}"; do args+=(--pid "$pid"); done
+    echo "  [${SECONDS}s] round $run, cluster-$scenario: 3 nodes on ${NODE_ADDRS[*]}" >&2
+  else
+    echo "  [${SECONDS}s] round $run, cluster-$scenario: $CLUSTER_ERROR" >&2
+    result="{\"error\": \"${CLUSTER_ERROR:0:200}\"}"
+  fi
+  if [ -z "$result" ]; then
+    if ! result=$(timeout 90 "$BENCH" "$scenario" "${args[@]}" $QUICK); then
+      result='{"error": "timed out or failed"}'
+    fi
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then result="${result%\}}, \"server_died\": 1}"; break; fi
+    done
+  fi
+  echo "{\"server\": \"$setup\", \"scenario\": \"cluster-$scenario\", \"run\": $run, \"result\": $result}" >>"$RAW"
+  if [ "$setup" = one-node ]; then stop_server; else stop_cluster; fi
 }
 
 echo "tcpchat runs with: tcpchat $TCPCHAT_FLAGS; node $(node -v 2>/dev/null || echo -); $(ncat --version 2>&1 | head -1 || echo ncat -)" >&2
@@ -109,6 +217,13 @@ for run in $(seq "$ROUNDS"); do
       kill -0 "$SERVER_PID" 2>/dev/null || result="${result%\}}, \"server_died\": 1}"
       echo "{\"server\": \"$server\", \"scenario\": \"$scenario\", \"run\": $run, \"result\": $result}" >>"$RAW"
       stop_server
+    done
+  done
+  for scenario in "${CLUSTER_SCENARIOS[@]}"; do
+    setups=(one-node cluster)
+    if [ $((run % 2)) = 0 ]; then setups=(cluster one-node); fi
+    for setup in "${setups[@]}"; do
+      run_cluster_comparison "$run" "$scenario" "$setup"
     done
   done
 done

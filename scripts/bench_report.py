@@ -8,7 +8,12 @@ Three tables:
 2. each scenario's main figures, tcpchat against the best other server of the same round
    (the servers of a round ran back to back), round by round, and the median of those ratios;
 3. the big room's targets (issue 14): p99 with churn / p99 without, and the churn's
-   connections/s beside the big room / the churn scenario's against an empty server.
+   connections/s beside the big room / the churn scenario's against an empty server;
+4. the cluster (issue 11): fanout and latency against three tcpchat nodes and one Redis
+   (raw rows `cluster-fanout` and `cluster-latency`, server `cluster`) and against one
+   tcpchat node in the same round (server `one-node`): the medians of both, then the
+   targets round by round (three nodes deliver at least as many lines/s as one, every
+   line delivered, cross-node p99 at most 1 ms above one node's p99).
 
 A round whose server died or whose run failed counts for nothing: its cells say so."""
 import json
@@ -279,6 +284,177 @@ for key, what, goal, top, bottom, met in TARGETS:
     lines3.append("| " + " | ".join(cells) + " |")
 table3 = "\n".join(lines3)
 
+
+# 4. The cluster against one node (issue 11).
+SETUPS = ("one-node", "cluster")
+has_cluster = any(r["server"] in SETUPS for r in rows)
+# (scenario, metric, label, better) as in METRICS; "lost" is computed from the counts.
+CLUSTER_METRICS = [
+    ("cluster-fanout", "deliveries_per_s", "fanout: deliveries/s (50 clients, 5 senders)", "high"),
+    ("cluster-fanout", "delivery_ratio", "fanout: delivery ratio", "high"),
+    ("cluster-fanout", "lost", "fanout: deliveries lost (expected − counted)", ""),
+    ("cluster-fanout", "p50_ms", "fanout: p50 ms (at full speed: mostly waiting behind the windows)", "low"),
+    ("cluster-fanout", "p99_ms", "fanout: p99 ms", "low"),
+    ("cluster-fanout", "cross_node_p99_ms", "fanout: p99 ms of the cross-node deliveries", "low"),
+    ("cluster-fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery (cluster: 3 nodes + Redis)", "low"),
+    ("cluster-fanout", "bench_cpu_s", "fanout: load generator CPU s", ""),
+    ("cluster-latency", "deliveries_per_s", "latency: deliveries/s (100 clients, 1 sender × 100 lines/s)", "high"),
+    ("cluster-latency", "delivery_ratio", "latency: delivery ratio", "high"),
+    ("cluster-latency", "lost", "latency: deliveries lost (expected − counted)", ""),
+    ("cluster-latency", "p50_ms", "latency: p50 ms", "low"),
+    ("cluster-latency", "p99_ms", "latency: p99 ms", "low"),
+    ("cluster-latency", "cross_node_p50_ms", "latency: p50 ms of the cross-node deliveries", "low"),
+    ("cluster-latency", "cross_node_p99_ms", "latency: p99 ms of the cross-node deliveries", "low"),
+    ("cluster-latency", "max_ms", "latency: max ms", "low"),
+    ("cluster-latency", "server_cpu_s", "latency: server CPU s (cluster: 3 nodes + Redis)", "low"),
+]
+
+
+def cluster_number(setup, scenario, rnd, metric):
+    """A figure of one cluster comparison run; `lost` and an exact delivery ratio come
+    from the counts (the ratio in the JSON has 6 decimals: a few lines lost among
+    millions would read as 1)."""
+    result = run_of(setup, scenario, rnd)
+    delivered, expected = number(result, "deliveries"), number(result, "expected_deliveries")
+    if metric == "lost":
+        return expected - delivered if None not in (delivered, expected) else None
+    if metric == "delivery_ratio" and None not in (delivered, expected) and expected > 0:
+        return delivered / expected
+    return number(result, metric)
+
+
+def cluster_median(setup, scenario, metric):
+    found = [cluster_number(setup, scenario, rnd, metric) for rnd in rounds]
+    found = [v for v in found if v is not None]
+    return statistics.median(found) if found else None
+
+
+def cluster_why(setup, scenario, rnd):
+    return failure(run_of(setup, scenario, rnd))
+
+
+def fmt_ratio(v):
+    """A delivery ratio: short when whole, with enough digits to show any loss."""
+    if v is None:
+        return "–"
+    return "1" if v == 1 else f"{v:.6f}"
+
+
+def fmt_diff(v):
+    return "–" if v is None else f"{v:+.2f}"
+
+
+cluster = {}
+table4 = table5 = ""
+if has_cluster:
+    lines4 = ["| cluster (3 nodes + Redis) vs one node: medians | one node | cluster | cluster / one node |",
+              "|---|---|---|---|"]
+    medians4 = {}
+    for scenario, metric, label, better in CLUSTER_METRICS:
+        meds = {s: cluster_median(s, scenario, metric) for s in SETUPS}
+        medians4.setdefault(scenario, {})[metric] = meds
+        cells = [label]
+        for s in SETUPS:
+            m = meds[s]
+            if m is None:
+                why = next((w for w in (cluster_why(s, scenario, rnd) for rnd in rounds) if w), None)
+                cells.append((why or "–")[:40])
+            else:
+                cells.append(fmt_ratio(m) if metric == "delivery_ratio" else fmt(m))
+        r = ratio(meds["cluster"], meds["one-node"])
+        cells.append(f"{r:.2f}×" if better and r is not None else "")
+        lines4.append("| " + " | ".join(cells) + " |")
+    # The CPU of each of the cluster's processes, from the last round that has it.
+    for scenario in ("cluster-fanout", "cluster-latency"):
+        by_process = next((run_of("cluster", scenario, rnd).get("server_cpu_ms_by_process")
+                           for rnd in reversed(rounds)
+                           if run_of("cluster", scenario, rnd) and not cluster_why("cluster", scenario, rnd)
+                           and run_of("cluster", scenario, rnd).get("server_cpu_ms_by_process")), None)
+        if by_process:
+            names = [f"node{i + 1}" for i in range(len(by_process) - 1)] + ["Redis"]
+            spent = ", ".join(f"{n} {fmt(ms)}" for n, ms in zip(names, by_process))
+            lines4.append(f"| {scenario.removeprefix('cluster-')}: CPU ms of each process (last round) |  | {spent} |  |")
+    table4 = "\n".join(lines4)
+
+    def compared(scenario, metric, how):
+        """Round by round, cluster against one node: how is "ratio" or "difference"."""
+        def value_of(rnd):
+            why = cluster_why("cluster", scenario, rnd) or cluster_why("one-node", scenario, rnd)
+            c = cluster_number("cluster", scenario, rnd, metric)
+            o = cluster_number("one-node", scenario, rnd, metric if how != "cross-difference" else "p99_ms")
+            if why is None and (c is None or o is None):
+                why = "a figure is missing"
+            if why:
+                return {"round": rnd, "value": None, "cluster": c, "one_node": o, "note": why}
+            v = ratio(c, o) if how == "ratio" else c - o
+            return {"round": rnd, "value": v, "cluster": c, "one_node": o, "note": None}
+        return [value_of(rnd) for rnd in rounds]
+
+    def cluster_only(scenario, metric):
+        def value_of(rnd):
+            why = cluster_why("cluster", scenario, rnd)
+            c = cluster_number("cluster", scenario, rnd, metric)
+            lost = cluster_number("cluster", scenario, rnd, "lost")
+            if why is None and c is None:
+                why = "a figure is missing"
+            return {"round": rnd, "value": None if why else c, "cluster": c, "lost": lost, "note": why}
+        return [value_of(rnd) for rnd in rounds]
+
+    def ratio_cell(i):
+        return f"{i['value']:.2f}× ({fmt(i['cluster'])} / {fmt(i['one_node'])})"
+
+    def diff_cell(i):
+        return f"{fmt_diff(i['value'])} ({fmt(i['cluster'])} − {fmt(i['one_node'])})"
+
+    def delivered_cell(i):
+        lost = f", {fmt(i['lost'])} lost" if i.get("lost") else ""
+        return f"{fmt_ratio(i['value'])}{lost}"
+
+    # (key, label, target, per-round items, cell, median cell, met): met is None for a
+    # figure shown beside the targets without one of its own.
+    CLUSTER_TARGETS = [
+        ("fanout_deliveries_per_s_ratio", "fanout: deliveries/s, cluster / one node", "at least 1×",
+         compared("cluster-fanout", "deliveries_per_s", "ratio"), ratio_cell, lambda m: f"{m:.2f}×",
+         lambda v: v >= 1),
+        ("fanout_delivery_ratio", "fanout: delivery ratio of the cluster", "1",
+         cluster_only("cluster-fanout", "delivery_ratio"), delivered_cell, fmt_ratio, lambda v: v >= 1),
+        ("latency_delivery_ratio", "latency: delivery ratio of the cluster", "1",
+         cluster_only("cluster-latency", "delivery_ratio"), delivered_cell, fmt_ratio, lambda v: v >= 1),
+        ("latency_cross_node_p99_over_one_node_ms",
+         "latency: cross-node p99 of the cluster − p99 of one node, ms", "at most +1 ms",
+         compared("cluster-latency", "cross_node_p99_ms", "cross-difference"), diff_cell, fmt_diff,
+         lambda v: v <= 1),
+        ("latency_p99_ratio", "latency: p99, cluster / one node (all deliveries)", "",
+         compared("cluster-latency", "p99_ms", "ratio"), ratio_cell, lambda m: f"{m:.2f}×", None),
+        ("latency_p99_difference_ms", "latency: p99, cluster − one node, ms (all deliveries)", "",
+         compared("cluster-latency", "p99_ms", "difference"), diff_cell, fmt_diff, None),
+        ("latency_p50_ratio", "latency: p50, cluster / one node", "",
+         compared("cluster-latency", "p50_ms", "ratio"), ratio_cell, lambda m: f"{m:.2f}×", None),
+        ("fanout_p99_ratio", "fanout: p99 at full speed, cluster / one node", "",
+         compared("cluster-fanout", "p99_ms", "ratio"), ratio_cell, lambda m: f"{m:.2f}×", None),
+        ("fanout_p99_difference_ms", "fanout: p99 at full speed, cluster − one node, ms", "",
+         compared("cluster-fanout", "p99_ms", "difference"), diff_cell, fmt_diff, None),
+    ]
+    header5 = ["cluster vs one node, round by round (issue 11)"] + [f"round {rnd}" for rnd in rounds] + ["median"]
+    lines5 = ["| " + " | ".join(header5) + " |", "|" + "---|" * len(header5)]
+    targets5 = {}
+    for key, label, goal, items, cell, median_cell, met in CLUSTER_TARGETS:
+        cells = [f"{label} (target: {goal})" if goal else label]
+        for i in items:
+            cells.append(cell(i) if i["value"] is not None else (i["note"] or "–")[:40])
+        got = [i["value"] for i in items if i["value"] is not None]
+        med = statistics.median(got) if got else None
+        verdict = ""
+        if met is not None and med is not None:
+            rounds_met = sum(1 for v in got if met(v))
+            verdict = f" {'met' if met(med) else 'missed'} ({rounds_met} of {len(items)} rounds met)"
+        cells.append(f"**{median_cell(med)}**{verdict}" if med is not None else "–")
+        lines5.append("| " + " | ".join(cells) + " |")
+        targets5[key] = {"reads": label, "target": goal or None, "rounds": items, "median": med,
+                         "met": None if met is None or med is None else met(med)}
+    table5 = "\n".join(lines5)
+    cluster = {"medians": medians4, "round_by_round": targets5}
+
 machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
 note = (f"{'Quick smoke run (1 round)' if quick else f'Medians of {len(rounds)} rounds'}"
         f" on {machine}, {time.strftime('%Y-%m-%d')}. tcpchat ran as `{flags}`."
@@ -292,6 +468,18 @@ note3 = ("The big room under churn: each server against itself, in the same roun
          " wait for the server's first line; Node sends none of its own, so its loops wait for the"
          " next line said in the room.")
 report = f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note3}\n\n{table3}\n"
+if has_cluster:
+    note4 = ("The cluster (issue 11): three tcpchat nodes and one Redis on this machine, the clients"
+             " (senders too) spread round-robin over the nodes, against one tcpchat node in the same"
+             " round, back to back (one node first in odd rounds, the cluster first in even ones)."
+             " Each cluster run starts its own Redis and nodes and waits until a line said on each"
+             " node reaches the others. A cross-node delivery is one whose sender is on another node"
+             " than its receiver (on 3 nodes, two thirds of them); every line goes through Redis,"
+             " even to the sender's own node. The cluster's server CPU is that of its three nodes and"
+             " Redis together.")
+    report += f"\n{note4}\n\n{table4}\n\n{table5}\n"
+else:
+    report += "\nThe cluster comparison did not run (redis-server is not installed).\n"
 print(report)
 
 os.makedirs(out_dir, exist_ok=True)
@@ -299,7 +487,8 @@ name = "quick" if quick else "latest"
 with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump({"machine": machine, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "flags": flags,
                "quick": quick, "rounds": len(rounds), "medians": summary,
-               "per_round_ratios": per_round, "big_room_targets": targets, "runs": rows}, f, indent=1)
+               "per_round_ratios": per_round, "big_room_targets": targets, "cluster": cluster or None,
+               "runs": rows}, f, indent=1)
 with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
     f.write(report)
 

@@ -13,6 +13,7 @@ use mio::net::TcpStream as MioStream;
 use crate::clock::sleep_until;
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, send_marker};
+use crate::procfs::proc_sample;
 use crate::reader::{ReaderStats, read_loop};
 
 /// Reader threads: one per core, the load generator must not be the bottleneck.
@@ -20,10 +21,53 @@ const READER_THREADS: usize = 2;
 /// Clients that keep a writer: the most senders a scenario may have.
 pub const MAX_SENDERS: usize = 16;
 
-/// The server under test: where it listens and which process to sample.
+/// The server under test: where it listens and which processes to sample. A cluster is
+/// several addresses (its nodes) and several processes (its nodes and their Redis).
+#[derive(Clone)]
 pub struct Target {
-    pub addr: SocketAddr,
-    pub pid: u32,
+    /// Never empty; a fleet's clients go to these round-robin (client `i` to `i % len`).
+    addrs: Vec<SocketAddr>,
+    /// Never empty; CPU time is their sum, every other figure is the first one's.
+    pids: Vec<u32>,
+}
+
+impl Target {
+    /// `None` unless there is at least one address and one process.
+    pub fn new(addrs: Vec<SocketAddr>, pids: Vec<u32>) -> Option<Target> {
+        (!addrs.is_empty() && !pids.is_empty()).then_some(Target { addrs, pids })
+    }
+
+    /// The first address: the one server of every scenario but fanout and latency.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// The first process: the one whose memory, threads and descriptors are sampled.
+    pub fn pid(&self) -> u32 {
+        self.pids[0]
+    }
+
+    /// How many addresses the clients are spread over.
+    pub fn nodes(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// CPU seconds so far of each process, in the order they were given.
+    pub fn cpu_s_each(&self) -> Vec<f64> {
+        self.pids
+            .iter()
+            .map(|&pid| proc_sample(pid).cpu_s)
+            .collect()
+    }
+
+    /// CPU seconds each process used since `before`, an earlier [`Target::cpu_s_each`].
+    pub fn cpu_s_since(&self, before: &[f64]) -> Vec<f64> {
+        self.cpu_s_each()
+            .iter()
+            .zip(before)
+            .map(|(now, then)| now - then)
+            .collect()
+    }
 }
 
 /// What the fleet's threads share: the run's clock, its switches and its counters.
@@ -41,6 +85,10 @@ pub struct Shared {
     pub last_receipt_ns: AtomicU64,
     /// Clients whose connection the server closed or reset.
     pub closed: AtomicUsize,
+    /// How many addresses the clients are spread over: client `i` is on node `i % nodes`.
+    pub nodes: usize,
+    /// The node of each sender (sender `s` writes with [`Fleet::writer`]`(s)`).
+    pub sender_nodes: Vec<usize>,
 }
 
 pub struct Fleet {
@@ -57,6 +105,8 @@ pub struct Stats {
     pub received: Vec<u64>,
     pub histogram: Histogram,
     pub histogram_before: Histogram,
+    /// Latencies of the deliveries from a sender on another node (empty on one node).
+    pub histogram_cross_node: Histogram,
     pub epoch: Instant,
     pub last_receipt_ns: u64,
     pub connected: usize,
@@ -64,6 +114,9 @@ pub struct Stats {
     pub closed: usize,
     pub per_second: Vec<u64>,
     pub rss_series: Vec<u64>,
+    /// Server CPU seconds of each process during the measurement; the figures' server
+    /// CPU is their sum.
+    pub server_cpu_s_by_process: Vec<f64>,
     pub stalled_closed_after_s: Option<f64>,
 }
 
@@ -79,7 +132,8 @@ impl Stats {
 
 impl Fleet {
     /// Opens `clients` connections at a steady `per_second` (so no accept queue
-    /// overflows) and spreads them over the reader threads. The last client acknowledges.
+    /// overflows), round-robin over the target's addresses, and spreads them over the
+    /// reader threads. The last client acknowledges.
     pub fn connect(target: &Target, clients: usize, per_second: f64) -> io::Result<Fleet> {
         Self::connect_until(target, clients, per_second, None)
     }
@@ -93,20 +147,12 @@ impl Fleet {
         per_second: f64,
         give_up: Option<Instant>,
     ) -> io::Result<Fleet> {
-        let shared = Arc::new(Shared {
-            epoch: Instant::now(),
-            stop: AtomicBool::new(false),
-            counting: AtomicBool::new(false),
-            stalling: AtomicBool::new(false),
-            deliveries: AtomicU64::new(0),
-            acked: (0..MAX_SENDERS).map(|_| AtomicU64::new(0)).collect(),
-            synced: AtomicUsize::new(0),
-            last_receipt_ns: AtomicU64::new(0),
-            closed: AtomicUsize::new(0),
-        });
+        let epoch = Instant::now();
         let mut per_reader: Vec<Vec<(usize, MioStream)>> =
             (0..READER_THREADS).map(|_| Vec::new()).collect();
         let mut writers = Vec::new();
+        let mut sender_nodes = Vec::new();
+        let nodes = target.addrs.len();
         let mut connect_failures = 0;
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / per_second);
@@ -117,7 +163,8 @@ impl Fleet {
                 break;
             }
             sleep_until(start + interval * index as u32);
-            let stream = match TcpStream::connect_timeout(&target.addr, Duration::from_secs(1)) {
+            let addr = target.addrs[index % nodes];
+            let stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
                 Ok(stream) => stream,
                 Err(_) => {
                     connect_failures += 1;
@@ -134,10 +181,24 @@ impl Fleet {
             stream.set_nodelay(true)?;
             if index < MAX_SENDERS {
                 writers.push(stream.try_clone()?);
+                sender_nodes.push(index % nodes);
             }
             stream.set_nonblocking(true)?;
             per_reader[index % READER_THREADS].push((index, MioStream::from_std(stream)));
         }
+        let shared = Arc::new(Shared {
+            epoch,
+            stop: AtomicBool::new(false),
+            counting: AtomicBool::new(false),
+            stalling: AtomicBool::new(false),
+            deliveries: AtomicU64::new(0),
+            acked: (0..MAX_SENDERS).map(|_| AtomicU64::new(0)).collect(),
+            synced: AtomicUsize::new(0),
+            last_receipt_ns: AtomicU64::new(0),
+            closed: AtomicUsize::new(0),
+            nodes,
+            sender_nodes,
+        });
         let connected = clients - connect_failures;
         let acknowledger = clients - 1;
         let readers = per_reader
@@ -212,11 +273,13 @@ impl Fleet {
             all.received.extend(stats.received);
             all.histogram.merge(&stats.histogram);
             all.histogram_before.merge(&stats.histogram_before);
+            all.histogram_cross_node.merge(&stats.histogram_cross_node);
         }
         Stats {
             received: all.received,
             histogram: all.histogram,
             histogram_before: all.histogram_before,
+            histogram_cross_node: all.histogram_cross_node,
             epoch: self.shared.epoch,
             last_receipt_ns: self.shared.last_receipt_ns.load(Ordering::SeqCst),
             connected: self.connected,
@@ -224,6 +287,7 @@ impl Fleet {
             closed: self.shared.closed.load(Ordering::SeqCst),
             per_second: Vec::new(),
             rss_series: Vec::new(),
+            server_cpu_s_by_process: Vec::new(),
             stalled_closed_after_s: None,
         }
     }

@@ -48,6 +48,11 @@ impl Histogram {
         self.max()
     }
 
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
     /// The largest latency recorded, in ms.
     pub fn max(&self) -> f64 {
         self.max_ns as f64 / 1e6

@@ -9,16 +9,23 @@
 //!
 //! Usage: `tcpchat-bench SCENARIO --addr HOST:PORT --pid PID [--quick]`, one JSON object
 //! on stdout. Scenarios: fanout, fanout-large, latency, capacity, churn, stall, big-room,
-//! big-room-churn.
+//! big-room-churn. fanout and latency also take a cluster: `--addr` once per node (the
+//! clients go to them round-robin) and `--pid` once per process whose CPU time counts
+//! (the nodes and their Redis: the server CPU figures are the sum). With several nodes
+//! they also report the latency of the deliveries that crossed from one node to another.
+//! `tcpchat-bench wait-linked --addr A --addr B ...` waits until the nodes pass lines to
+//! each other (at most 10 s; exit status 1 if they do not).
 //!
 //! Reading order: scenarios/ (one file per scenario), then what they share: fleet.rs (the
 //! connected clients) and reader.rs (their read loop), marker.rs (the line format),
-//! histogram.rs, procfs.rs (samples of the server process), json.rs, clock.rs.
+//! histogram.rs, procfs.rs (samples of the server process), json.rs, clock.rs; linked.rs
+//! (wait-linked) stands apart.
 
 mod clock;
 mod fleet;
 mod histogram;
 mod json;
+mod linked;
 mod marker;
 mod procfs;
 mod reader;
@@ -26,6 +33,7 @@ mod scenarios;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use fleet::Target;
 use json::Json;
@@ -34,7 +42,13 @@ use scenarios::big_room::{self, Churn};
 use scenarios::{capacity, churn, fanout, latency, stall};
 
 const USAGE: &str = "usage: tcpchat-bench SCENARIO --addr HOST:PORT --pid PID [--quick]\n\
-    scenarios: fanout, fanout-large, latency, capacity, churn, stall, big-room, big-room-churn";
+    scenarios: fanout, fanout-large, latency, capacity, churn, stall, big-room, big-room-churn\n\
+    fanout and latency against a cluster: --addr once per node, --pid once per process\n\
+    tcpchat-bench wait-linked --addr HOST:PORT --addr HOST:PORT ...";
+/// Scenarios that spread their clients over several nodes.
+const CLUSTER_SCENARIOS: [&str; 2] = ["fanout", "latency"];
+/// How long wait-linked waits for a cluster's nodes to pass lines to each other.
+const LINK_PATIENCE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,25 +56,44 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let value_of = |flag: &str| {
+    let values_of = |flag: &str| -> Vec<String> {
         args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+            .zip(args.iter().skip(1))
+            .filter(|(name, _)| *name == flag)
+            .map(|(_, value)| value.clone())
+            .collect()
     };
-    let (Some(addr), Some(pid)) = (value_of("--addr"), value_of("--pid")) else {
-        eprintln!("--addr and --pid are required");
+    let Ok(addrs) = values_of("--addr")
+        .iter()
+        .map(|a| a.parse::<SocketAddr>())
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        eprintln!("bad --addr");
         return ExitCode::from(2);
     };
-    let (Ok(addr), Ok(pid)) = (addr.parse::<SocketAddr>(), pid.parse::<u32>()) else {
-        eprintln!("bad --addr or --pid");
+    if scenario == "wait-linked" {
+        return wait_linked(&addrs);
+    }
+    let Ok(pids) = values_of("--pid")
+        .iter()
+        .map(|p| p.parse::<u32>())
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        eprintln!("bad --pid");
+        return ExitCode::from(2);
+    };
+    if (addrs.len() > 1 || pids.len() > 1) && !CLUSTER_SCENARIOS.contains(&scenario.as_str()) {
+        eprintln!("only fanout and latency take several --addr or --pid");
+        return ExitCode::from(2);
+    }
+    let Some(target) = Target::new(addrs, pids) else {
+        eprintln!("--addr and --pid are required");
         return ExitCode::from(2);
     };
     let quick = args.iter().any(|a| a == "--quick");
     if let Err(error) = raise_descriptor_limit() {
         eprintln!("note: cannot raise the descriptor limit: {error}");
     }
-    let target = Target { addr, pid };
     let before_self = self_cpu_seconds();
     // Each scenario's size, full and --quick (shorter, and fewer clients where it counts).
     let result = match scenario.as_str() {
@@ -93,4 +126,23 @@ fn main() -> ExitCode {
     json = json.num("bench_cpu_s", self_cpu_seconds() - before_self);
     println!("{}", json.finish());
     ExitCode::SUCCESS
+}
+
+/// Waits until every node's lines reach every other node; prints how long that took.
+fn wait_linked(addrs: &[SocketAddr]) -> ExitCode {
+    if addrs.len() < 2 {
+        eprintln!("wait-linked needs the --addr of two nodes or more");
+        return ExitCode::from(2);
+    }
+    match linked::wait_until_linked(addrs, LINK_PATIENCE) {
+        Ok(took) => {
+            let json = Json::new().num("linked_after_s", took.as_secs_f64());
+            println!("{}", json.finish());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("wait-linked: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

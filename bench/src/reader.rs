@@ -23,6 +23,8 @@ pub struct ReaderStats {
     pub histogram: Histogram,
     /// Latencies before the stall scenario's stalled client joined.
     pub histogram_before: Histogram,
+    /// Latencies of the deliveries whose sender is on another node than the receiver.
+    pub histogram_cross_node: Histogram,
 }
 
 struct ClientState {
@@ -140,6 +142,14 @@ fn take_lines(
             shared.deliveries.fetch_add(1, Ordering::Relaxed);
             shared.last_receipt_ns.fetch_max(now_ns, Ordering::Relaxed);
             let latency_ns = now_ns.saturating_sub(marker.sent_ns);
+            if shared.nodes > 1
+                && shared
+                    .sender_nodes
+                    .get(marker.sender as usize)
+                    .is_some_and(|&node| node != client.index % shared.nodes)
+            {
+                stats.histogram_cross_node.record(latency_ns);
+            }
             if stalling {
                 stats.histogram.record(latency_ns);
             } else {

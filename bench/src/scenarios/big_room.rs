@@ -62,7 +62,7 @@ pub fn big_room(
         Some(give_up_connecting),
     )?;
     fleet.sync(patience(clients))?;
-    let before = proc_sample(target.pid);
+    let before = proc_sample(target.pid());
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     // A server that stops reading must not hold the run past its time limit.
@@ -76,7 +76,7 @@ pub fn big_room(
         seconds,
         Some(give_up),
     )?;
-    let addr = target.addr;
+    let addr = target.addr();
     let loops: Vec<_> = match churn {
         Churn::Off => Vec::new(),
         Churn::Beside => (0..CHURN_LOOPS)
@@ -94,7 +94,7 @@ pub fn big_room(
     }
     fleet.settle(Duration::from_secs(2));
     let elapsed = start.elapsed().as_secs_f64();
-    let after = proc_sample(target.pid);
+    let after = proc_sample(target.pid());
     // A server that died (ncat --chat can, under churn) has no CPU time left to read.
     let is_alive = after.threads > 0;
     let stats = fleet.finish();

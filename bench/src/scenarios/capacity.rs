@@ -18,11 +18,11 @@ pub fn capacity(target: &Target, clients: usize) -> io::Result<Json> {
     let connect_s = connect_started.elapsed().as_secs_f64();
     // Every server holds one descriptor per client: wait until it has them all.
     let deadline = Instant::now() + patience(clients);
-    while count_fds(target.pid) < fleet.connected && Instant::now() < deadline {
+    while count_fds(target.pid()) < fleet.connected && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(500));
-    let idle = proc_sample(target.pid);
+    let idle = proc_sample(target.pid());
     fleet.shared.counting.store(true, Ordering::SeqCst);
     let writer = fleet.writer(0)?;
     let sent_at = Instant::now();

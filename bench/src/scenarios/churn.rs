@@ -12,9 +12,9 @@ use crate::procfs::proc_sample;
 
 /// 8 loops of [`churn_once`] for `seconds`.
 pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
-    let before = proc_sample(target.pid);
+    let before = proc_sample(target.pid());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let addr = target.addr;
+    let addr = target.addr();
     let loops: Vec<_> = (0..8)
         .map(|_| {
             thread::spawn(move || {
@@ -39,10 +39,10 @@ pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
     let elapsed = started.elapsed().as_secs_f64();
     // Give the server a moment to close and join what it still holds.
     let settle = Instant::now() + Duration::from_secs(3);
-    let mut after = proc_sample(target.pid);
+    let mut after = proc_sample(target.pid());
     while (after.fds != before.fds || after.threads != before.threads) && Instant::now() < settle {
         thread::sleep(Duration::from_millis(20));
-        after = proc_sample(target.pid);
+        after = proc_sample(target.pid());
     }
     Ok(Json::new()
         .num("connections_per_s", done as f64 / elapsed)

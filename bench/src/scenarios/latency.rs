@@ -5,13 +5,23 @@ use std::io;
 use crate::fleet::Target;
 use crate::json::Json;
 
+use super::delivery_figures;
 use super::paced::rate_run;
 
-/// 100 clients, 1 sending 100 lines/s, for `seconds`.
+/// 100 clients, 1 sending 100 lines/s, for `seconds`; spread over the target's nodes when
+/// it has several (the sender on the first, two thirds of the receivers elsewhere on 3).
 pub fn latency(target: &Target, seconds: f64) -> io::Result<Json> {
-    let (json, histogram) = rate_run(target, 100, 1, 100.0, seconds)?;
-    Ok(json
+    let run = rate_run(target, 100, 1, 100.0, seconds)?;
+    let histogram = &run.stats.histogram;
+    let json = run
+        .json
         .num("p50_ms", histogram.quantile(0.50))
         .num("p99_ms", histogram.quantile(0.99))
-        .num("max_ms", histogram.max()))
+        .num("max_ms", histogram.max());
+    Ok(delivery_figures(
+        json,
+        &run.stats,
+        run.expected,
+        target.nodes(),
+    ))
 }

@@ -5,13 +5,19 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::clock::sleep_until;
-use crate::fleet::{Fleet, Target, patience};
-use crate::histogram::Histogram;
+use crate::fleet::{Fleet, Stats, Target, patience};
 use crate::json::Json;
 use crate::marker::send_marker_before;
-use crate::procfs::proc_sample;
 
 use super::ratio;
+
+/// What a paced run measured: its common figures, the fleet's stats, and how many
+/// deliveries there should have been.
+pub struct RateRun {
+    pub json: Json,
+    pub stats: Stats,
+    pub expected: u64,
+}
 
 /// `clients` connected, `senders` of them sending `per_second` lines each for `seconds`.
 pub fn rate_run(
@@ -20,10 +26,10 @@ pub fn rate_run(
     senders: usize,
     per_second: f64,
     seconds: f64,
-) -> io::Result<(Json, Histogram)> {
+) -> io::Result<RateRun> {
     let fleet = Fleet::connect(target, clients, 2000.0)?;
     fleet.sync(patience(clients))?;
-    let cpu_before = proc_sample(target.pid).cpu_s;
+    let cpu_before = target.cpu_s_each();
     let start = Instant::now();
     let threads = spawn_paced_senders(
         &fleet,
@@ -37,15 +43,21 @@ pub fn rate_run(
     let sent: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     fleet.settle(Duration::from_secs(2));
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = proc_sample(target.pid).cpu_s - cpu_before;
-    let stats = fleet.finish();
+    let cpu_by_process = target.cpu_s_since(&cpu_before);
+    let cpu = cpu_by_process.iter().sum();
+    let mut stats = fleet.finish();
+    stats.server_cpu_s_by_process = cpu_by_process;
     let deliveries = stats.total();
     let expected = sent * (clients as u64 - 1);
     let json = Json::new()
         .num("deliveries_per_s", deliveries as f64 / elapsed)
         .num("delivery_ratio", ratio(deliveries, expected))
         .num("server_cpu_s", cpu);
-    Ok((json, stats.histogram))
+    Ok(RateRun {
+        json,
+        stats,
+        expected,
+    })
 }
 
 /// When each paced sender sends within its interval.

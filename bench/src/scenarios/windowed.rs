@@ -1,7 +1,7 @@
 //! Senders as fast as a window of unacknowledged lines allows: fanout and stall.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -18,8 +18,7 @@ const WINDOW: u64 = 1000;
 /// Clients of which some send as fast as a window of unacknowledged lines allows.
 pub struct WindowedRun {
     fleet: Fleet,
-    pid: u32,
-    addr: SocketAddr,
+    target: Target,
     senders: usize,
     seconds: f64,
 }
@@ -34,8 +33,7 @@ impl WindowedRun {
         fleet.sync(patience(clients))?;
         Ok(WindowedRun {
             fleet,
-            pid: target.pid,
-            addr: target.addr,
+            target: target.clone(),
             senders,
             seconds,
         })
@@ -43,7 +41,8 @@ impl WindowedRun {
 
     /// Runs the senders; with `stall_at`, a client that never reads joins at that moment.
     pub fn measure(self, stall_at: Option<Duration>) -> io::Result<Measured> {
-        let cpu_before = proc_sample(self.pid).cpu_s;
+        let cpu_before = self.target.cpu_s_each();
+        let pid = self.target.pid();
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(self.seconds);
         let threads: Vec<_> = (0..self.senders)
@@ -69,7 +68,7 @@ impl WindowedRun {
             .collect::<io::Result<_>>()?;
         // Sample deliveries and server memory once a second; join the stalled client.
         let mut per_second = Vec::new();
-        let mut rss_series = vec![proc_sample(self.pid).rss_kib];
+        let mut rss_series = vec![proc_sample(pid).rss_kib];
         let mut stalled: Option<TcpStream> = None;
         // The server's descriptor count with the stalled client in: when it drops, the
         // server has let go of it (the client itself may never see a FIN, queued as it is
@@ -87,21 +86,21 @@ impl WindowedRun {
                 }
                 if stalled.is_none() && Instant::now() >= stall_time {
                     self.fleet.shared.stalling.store(true, Ordering::SeqCst);
-                    let before = count_fds(self.pid);
+                    let before = count_fds(pid);
                     // Connects like any other client, and never reads a byte.
-                    stalled = Some(TcpStream::connect(self.addr)?);
+                    stalled = Some(TcpStream::connect(self.target.addr())?);
                     let accepted = Instant::now() + Duration::from_secs(1);
-                    while count_fds(self.pid) <= before && Instant::now() < accepted {
+                    while count_fds(pid) <= before && Instant::now() < accepted {
                         thread::sleep(Duration::from_millis(1));
                     }
-                    fds_with_stalled = Some(count_fds(self.pid));
+                    fds_with_stalled = Some(count_fds(pid));
                 }
             }
             while Instant::now() < tick {
                 thread::sleep(Duration::from_millis(20));
                 if let (Some(fds), None, Some(at)) =
                     (fds_with_stalled, stalled_closed_after_s, stall_at)
-                    && count_fds(self.pid) < fds
+                    && count_fds(pid) < fds
                 {
                     stalled_closed_after_s = Some((start.elapsed() - at).as_secs_f64());
                 }
@@ -109,15 +108,17 @@ impl WindowedRun {
             let now = self.fleet.shared.deliveries.load(Ordering::SeqCst);
             per_second.push(now - last);
             last = now;
-            rss_series.push(proc_sample(self.pid).rss_kib);
+            rss_series.push(proc_sample(pid).rss_kib);
         }
         let sent: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
         self.fleet.settle(Duration::from_secs(2));
         let elapsed = start.elapsed().as_secs_f64();
-        let cpu = proc_sample(self.pid).cpu_s - cpu_before;
+        let cpu_by_process = self.target.cpu_s_since(&cpu_before);
+        let cpu = cpu_by_process.iter().sum();
         let mut stats = self.fleet.finish();
         stats.per_second = per_second;
         stats.rss_series = rss_series;
+        stats.server_cpu_s_by_process = cpu_by_process;
         stats.stalled_closed_after_s = stalled_closed_after_s;
         drop(stalled);
         Ok((sent, stats, cpu, elapsed))
