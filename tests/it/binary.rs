@@ -112,8 +112,9 @@ fn connection_threads_are_reused_and_end_when_idle() {
     while threads() > at_rest {
         assert!(
             std::time::Instant::now() < deadline,
-            "threads stay: {}",
-            threads()
+            "threads stay: {} ({:?})",
+            threads(),
+            connection_threads()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
