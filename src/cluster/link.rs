@@ -32,7 +32,10 @@ const GUESTS: &str = "tcpchat:guests";
 const NODE_PREFIX: &str = "tcpchat:node:";
 /// Entries the stream keeps (approximately): history for late joiners, and what a node
 /// that lost its link for a moment reads when it comes back.
-const STREAM_LENGTH: usize = 10_000;
+const STREAM_LENGTH: usize = 100_000;
+/// Events written to the stream in one round trip at most: what waited while the last
+/// round trip was under way.
+const PUBLISH_BATCH: usize = 256;
 /// Guest numbers taken from Redis at a time.
 pub(crate) const GUEST_BLOCK: u64 = 64;
 /// How long a connection attempt or a command may take before the link counts as down.
@@ -92,8 +95,8 @@ end
 return 0
 ";
 
-/// A command that failed, with the request it was carrying (handed back to the hub).
-type Failure = Box<(redis::RedisError, Option<Outgoing>)>;
+/// A command that failed, with the requests it was carrying (handed back to the hub).
+type Failure = Box<(redis::RedisError, Vec<Outgoing>)>;
 
 /// Whether each of the two connections works; the hub hears when both together change.
 pub(crate) struct LinkState {
@@ -185,6 +188,8 @@ pub(crate) fn run_writer(
         logged: false,
     };
     let heartbeat_every = settings.timeout / 3;
+    // A request taken from the channel while gathering a batch, to be handled next.
+    let mut taken: Option<Outgoing> = None;
     loop {
         if connection.is_none() && Instant::now() >= next_try {
             match connect(&settings.url).and_then(|mut con| {
@@ -212,8 +217,11 @@ pub(crate) fn run_writer(
         } else {
             next_try
         };
-        let request = match requests.recv_timeout(wake_at.saturating_duration_since(Instant::now()))
-        {
+        let received = match taken.take() {
+            Some(request) => Ok(request),
+            None => requests.recv_timeout(wake_at.saturating_duration_since(Instant::now())),
+        };
+        let request = match received {
             Ok(Outgoing::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 if let Some(con) = &mut connection {
                     unregister(con, &settings);
@@ -230,6 +238,21 @@ pub(crate) fn run_writer(
             continue;
         };
         let result = match request {
+            // Events waiting behind this one go in the same round trip to Redis.
+            Some(Outgoing::Publish(envelope)) => {
+                let mut batch = vec![envelope];
+                while batch.len() < PUBLISH_BATCH {
+                    match requests.try_recv() {
+                        Ok(Outgoing::Publish(next)) => batch.push(next),
+                        Ok(other) => {
+                            taken = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                publish(con, batch)
+            }
             Some(request) => execute(con, &settings, request, &hub),
             None => {
                 next_heartbeat = Instant::now() + heartbeat_every;
@@ -237,12 +260,15 @@ pub(crate) fn run_writer(
             }
         };
         if let Err(failure) = result {
-            let (error, request) = *failure;
+            let (error, carried) = *failure;
             outage.failed(&settings, &error);
             connection = None;
             next_try = Instant::now() + retry;
             link.set(Some(false), None);
-            if let Some(request) = request {
+            for request in carried.into_iter().chain(taken.take()) {
+                if let Outgoing::Stop = request {
+                    return;
+                }
                 refuse(request, &hub);
             }
             // What the hub asked for meanwhile is handed back, not sent later: the hub
@@ -308,7 +334,7 @@ fn heartbeat(
     settings: &ClusterSettings,
     hub: &Sender<Event>,
 ) -> Result<(), Failure> {
-    let failed = |error| Box::new((error, None));
+    let failed = |error| Box::new((error, Vec::new()));
     lease(con, settings).map_err(failed)?;
     let nodes: Vec<String> = redis::cmd("SMEMBERS")
         .arg(NODES)
@@ -346,22 +372,7 @@ fn execute(
     hub: &Sender<Event>,
 ) -> Result<(), Failure> {
     match request {
-        Outgoing::Publish(envelope) => {
-            let mut command = redis::cmd("XADD");
-            command
-                .arg(STREAM)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_LENGTH)
-                .arg("*");
-            for (name, value) in envelope.to_fields() {
-                command.arg(name).arg(value);
-            }
-            match command.query::<String>(con) {
-                Ok(_) => Ok(()),
-                Err(error) => Err(Box::new((error, Some(Outgoing::Publish(envelope))))),
-            }
-        }
+        Outgoing::Publish(envelope) => publish(con, vec![envelope]),
         Outgoing::ClaimNick {
             id,
             nick,
@@ -387,11 +398,11 @@ fn execute(
                 }
                 Err(error) => Err(Box::new((
                     error,
-                    Some(Outgoing::ClaimNick {
+                    vec![Outgoing::ClaimNick {
                         id,
                         nick,
                         claimed_at,
-                    }),
+                    }],
                 ))),
             }
         }
@@ -400,7 +411,7 @@ fn execute(
             .arg(nick.to_ascii_lowercase())
             .arg(&settings.node)
             .invoke::<()>(con)
-            .map_err(|error| Box::new((error, None))),
+            .map_err(|error| Box::new((error, Vec::new()))),
         Outgoing::NeedGuests { in_use } => {
             let reply = redis::Script::new(GUESTS_SCRIPT)
                 .key(GUESTS)
@@ -413,10 +424,36 @@ fn execute(
                     let _ = hub.send(Event::Cluster(Incoming::GuestNumbers(numbers)));
                     Ok(())
                 }
-                Err(error) => Err(Box::new((error, Some(Outgoing::NeedGuests { in_use })))),
+                Err(error) => Err(Box::new((error, vec![Outgoing::NeedGuests { in_use }]))),
             }
         }
         Outgoing::Stop => Ok(()),
+    }
+}
+
+/// Writes events to the stream, all in one round trip. If it fails, any of them may have
+/// landed or not: all go back to the hub, and the sequence numbers make sure that one that
+/// did land and is sent again later is applied once.
+fn publish(con: &mut redis::Connection, batch: Vec<Envelope>) -> Result<(), Failure> {
+    let mut pipeline = redis::pipe();
+    for envelope in &batch {
+        let command = pipeline
+            .cmd("XADD")
+            .arg(STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_LENGTH)
+            .arg("*");
+        for (name, value) in envelope.to_fields() {
+            command.arg(name).arg(value);
+        }
+    }
+    match pipeline.query::<Vec<String>>(con) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let requests = batch.into_iter().map(Outgoing::Publish).collect();
+            Err(Box::new((error, requests)))
+        }
     }
 }
 

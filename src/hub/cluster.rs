@@ -202,6 +202,16 @@ impl Hub {
                         );
                         return; // seen before: written twice after a timeout
                     }
+                    if *last != 0 && envelope.seq > *last + 1 {
+                        // Trimmed from the stream before this node read them (it fell
+                        // behind by more than the stream's length), or dropped from a full
+                        // backlog on the other side.
+                        warn!(
+                            "cluster: {} events from {} were lost on their way here",
+                            envelope.seq - *last - 1,
+                            envelope.node
+                        );
+                    }
                     *last = envelope.seq;
                     Origin::Node {
                         name: envelope.node,
