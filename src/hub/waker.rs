@@ -5,6 +5,8 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -19,6 +21,10 @@ pub(crate) struct WritableWatch {
     /// A byte on it makes the thread take the newest set; closing it ends the thread.
     nudge: Option<io::PipeWriter>,
     watched: Vec<RawFd>,
+    /// False once the thread has woken the hub: it waits for the set again (even an
+    /// unchanged one) before it polls, so that a socket still writable does not make it
+    /// spin.
+    armed: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -27,16 +33,18 @@ impl WritableWatch {
     /// be started) the hub still retries on its timer.
     pub(crate) fn start(hub: Sender<Event>) -> WritableWatch {
         let (sockets, receiver) = crossbeam_channel::unbounded();
+        let armed = Arc::new(AtomicBool::new(true));
         let mut watch = WritableWatch {
             sockets,
             nudge: None,
             watched: Vec::new(),
+            armed: Arc::clone(&armed),
             thread: None,
         };
         let started = io::pipe().and_then(|(reader, writer)| {
             let thread = thread::Builder::new()
                 .name(String::from("writable"))
-                .spawn(move || run(&receiver, reader, &hub))?;
+                .spawn(move || run(&receiver, reader, &hub, &armed))?;
             Ok((writer, thread))
         });
         match started {
@@ -51,9 +59,10 @@ impl WritableWatch {
 
     /// Watches these sockets from now on (none: stops watching).
     pub(super) fn watch(&mut self, sockets: Vec<RawFd>) {
-        if sockets == self.watched {
+        if sockets == self.watched && self.armed.load(Ordering::SeqCst) {
             return;
         }
+        self.armed.store(true, Ordering::SeqCst);
         self.watched = sockets.clone();
         if self.sockets.send(sockets).is_ok()
             && let Some(nudge) = &mut self.nudge
@@ -72,7 +81,12 @@ impl Drop for WritableWatch {
     }
 }
 
-fn run(sockets: &Receiver<Vec<RawFd>>, mut nudges: io::PipeReader, hub: &Sender<Event>) {
+fn run(
+    sockets: &Receiver<Vec<RawFd>>,
+    mut nudges: io::PipeReader,
+    hub: &Sender<Event>,
+    armed: &AtomicBool,
+) {
     let mut watched: Vec<RawFd> = Vec::new();
     loop {
         while let Ok(newest) = sockets.try_recv() {
@@ -97,12 +111,14 @@ fn run(sockets: &Receiver<Vec<RawFd>>, mut nudges: io::PipeReader, hub: &Sender<
             }
         }
         if fds[1..].iter().any(|fd| fd.revents != 0) {
+            // Disarmed first: the hub, once woken, then gives the set again even if it did
+            // not change, and this thread waits for it.
+            armed.store(false, Ordering::SeqCst);
+            watched.clear();
             // Never waits: a hub whose channel is full is awake and sends soon anyway.
             if let Err(TrySendError::Disconnected(_)) = hub.try_send(Event::Writable) {
                 return;
             }
-            // The hub sends what it can and says what to watch next.
-            watched.clear();
         }
     }
 }
