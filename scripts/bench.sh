@@ -228,4 +228,26 @@ for run in $(seq "$ROUNDS"); do
   done
 done
 
+# What TLS costs per delivery: tcpchat against itself, plain and over TLS, in each round.
+tls_runs=()
+for run in $(seq "$RUNS"); do
+  plain_port=$(free_port)
+  ./target/release/tcpchat --host 127.0.0.1 --port "$plain_port" $TCPCHAT_FLAGS 2>/dev/null &
+  plain_pid=$!
+  tls_port=$(free_port)
+  ./target/release/tcpchat --host 127.0.0.1 --port "$tls_port" --tls-self-signed $TCPCHAT_FLAGS 2>/dev/null &
+  tls_pid=$!
+  until ss -ltn | grep -q "127.0.0.1:$plain_port " && ss -ltn | grep -q "127.0.0.1:$tls_port "; do sleep 0.02; done
+  echo "  [${SECONDS}s] tls-cost run $run" >&2
+  if result=$(timeout 90 ./target/release/tls-cost --plain "127.0.0.1:$plain_port" --plain-pid "$plain_pid" \
+    --tls "127.0.0.1:$tls_port" --tls-pid "$tls_pid" 2>/dev/null); then
+    tls_runs+=("$result")
+  fi
+  kill "$plain_pid" "$tls_pid" 2>/dev/null || true
+  wait "$plain_pid" "$tls_pid" 2>/dev/null || true
+done
+tls_file="$RESULTS/${QUICK:+quick-}tls-cost.json"
+printf '[%s]\n' "$(IFS=,; echo "${tls_runs[*]}")" >"$tls_file"
+echo "tls-cost (server CPU ns per delivery, plain and TLS, each round): $(cat "$tls_file")" >&2
+
 python3 scripts/bench_report.py "$RAW" "$RESULTS" "tcpchat $TCPCHAT_FLAGS" ${QUICK:+--quick}
