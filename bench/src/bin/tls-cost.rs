@@ -43,6 +43,11 @@ fn main() {
     };
     let plain_ns = run(plain, plain_pid, None);
     let tls_ns = run(tls, tls_pid, Some(client_config()));
+    if plain_ns <= 0.0 || tls_ns <= 0.0 {
+        // /proc gave no CPU time (it happens now and then): no figure rather than a wrong one.
+        eprintln!("tls-cost: no CPU time measured for a server");
+        std::process::exit(1);
+    }
     println!(
         "{{\"plain_ns_per_delivery\": {plain_ns:.1}, \"tls_ns_per_delivery\": {tls_ns:.1}, \"tls_extra_ns_per_delivery\": {:.1}, \"tls_over_plain\": {:.3}}}",
         tls_ns - plain_ns,
@@ -127,7 +132,7 @@ fn run(address: SocketAddr, pid: u32, tls: Option<Arc<ClientConfig>>) -> f64 {
     let delivered: usize = reading.into_iter().map(|t| t.join().expect("reader")).sum();
     let cpu = cpu_seconds(pid) - cpu_before;
     eprintln!(
-        "{}: {delivered} lines read in {:.2} s, server CPU {cpu:.3} s",
+        "{} (pid {pid}): {delivered} lines read in {:.2} s, server CPU {cpu:.3} s",
         if tls.is_some() { "tls" } else { "plain" },
         started.elapsed().as_secs_f64()
     );
