@@ -230,7 +230,7 @@ done
 
 # What TLS costs per delivery: tcpchat against itself, plain and over TLS, in each round.
 tls_runs=()
-for run in $(seq "$RUNS"); do
+for run in $(seq "$ROUNDS"); do
   plain_port=$(free_port)
   ./target/release/tcpchat --host 127.0.0.1 --port "$plain_port" $TCPCHAT_FLAGS 2>/dev/null &
   plain_pid=$!
@@ -240,8 +240,10 @@ for run in $(seq "$RUNS"); do
   until ss -ltn | grep -q "127.0.0.1:$plain_port " && ss -ltn | grep -q "127.0.0.1:$tls_port "; do sleep 0.02; done
   echo "  [${SECONDS}s] tls-cost run $run" >&2
   if result=$(timeout 90 ./target/release/tls-cost --plain "127.0.0.1:$plain_port" --plain-pid "$plain_pid" \
-    --tls "127.0.0.1:$tls_port" --tls-pid "$tls_pid" 2>/dev/null); then
+    --tls "127.0.0.1:$tls_port" --tls-pid "$tls_pid" 2>"$WORK/tls-cost.log"); then
     tls_runs+=("$result")
+  else
+    echo "  tls-cost failed: $(tail -n 3 "$WORK/tls-cost.log")" >&2
   fi
   kill "$plain_pid" "$tls_pid" 2>/dev/null || true
   wait "$plain_pid" "$tls_pid" 2>/dev/null || true
