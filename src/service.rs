@@ -12,7 +12,7 @@ use log::info;
 use crate::control::{ConnectionId, ShutdownHandle};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::sys::poll;
+use crate::sys::{poll, timed_out};
 use crate::transport::Transport;
 use crate::transport::tls::TlsSession;
 
@@ -55,14 +55,7 @@ impl Connection {
                 Ok(0) => Received::Closed,
                 Ok(count) => Received::Data(&buffer[..count]),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    Received::IdleTimeout
-                }
+                Err(error) if timed_out(&error) => Received::IdleTimeout,
                 Err(error) => Received::Failed(error),
             };
         }

@@ -1,5 +1,6 @@
 //! The system calls several layers share, in one place below them all.
 
+use std::io;
 use std::time::Duration;
 
 /// Flags for a send that must never block the caller or raise SIGPIPE.
@@ -18,4 +19,13 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> usize
     // SAFETY: `fds` is a valid slice of `count` pollfd structs for the whole call.
     let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, millis) };
     usize::try_from(ready).unwrap_or(0)
+}
+
+/// Whether a read failed only because its timeout ran out (a socket's read timeout shows
+/// as WouldBlock or TimedOut depending on the platform).
+pub(crate) fn timed_out(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

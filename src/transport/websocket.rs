@@ -24,6 +24,7 @@ use crate::connection::{ClientInput, End, Read as ReadOutcome, collect_input};
 use crate::error::describe;
 use crate::protocol::{Input, LineDecoder};
 use crate::service::Connection;
+use crate::sys::timed_out;
 
 /// The largest message (or frame) a browser may send, in bytes; a larger one closes the
 /// connection with 1009. 64 KiB: a pasted page of text, far beyond what the page sends, and
@@ -174,12 +175,7 @@ impl ClientInput for WebSocketInput {
             }
             Ok(Message::Close(_)) => Some(End::Closed),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
-            Err(WsError::Io(error))
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(WsError::Io(error)) if timed_out(&error) => {
                 let silent_for = self.last_heard.elapsed();
                 if self.idle_timeout.is_some_and(|limit| silent_for >= limit) {
                     Some(End::IdleTimeout)

@@ -4,6 +4,7 @@
 use std::io;
 
 use crate::service::Connection;
+use crate::sys::timed_out;
 use std::time::{Duration, Instant};
 
 /// The most a request's head (request line and headers) may take. 8 KiB: a browser's
@@ -68,12 +69,7 @@ pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), Reque
             Ok(0) => return Err(RequestError::Closed),
             Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(error) if timed_out(&error) => {
                 return Err(RequestError::TooSlow);
             }
             Err(error) => return Err(RequestError::Io(error)),
