@@ -186,6 +186,23 @@ impl Server {
                 name: "acceptor",
                 source,
             })?;
+        // Every thread exists before the log says it listens (scripts and tests count
+        // them from then on).
+        let banner = service.banner();
+        let supervisor = Supervisor::new(
+            control_receiver,
+            acceptor_thread,
+            stop_sender,
+            service,
+            config.drain_timeout,
+        );
+        let supervisor = thread::Builder::new()
+            .name(String::from("supervisor"))
+            .spawn(move || supervisor.run())
+            .map_err(|source| Error::Thread {
+                name: "supervisor",
+                source,
+            })?;
         info!("listening on {local_addr}");
         let tls = config.tls.is_some();
         if let Some(web_addr) = web_addr {
@@ -207,23 +224,9 @@ impl Server {
             let port = web_addr.map_or(0, |address| address.port());
             info!("open {}", web::page_url(SocketAddr::new(ip, port), tls));
         }
-        for line in service.banner() {
+        for line in banner {
             info!("{line}");
         }
-        let supervisor = Supervisor::new(
-            control_receiver,
-            acceptor_thread,
-            stop_sender,
-            service,
-            config.drain_timeout,
-        );
-        let supervisor = thread::Builder::new()
-            .name(String::from("supervisor"))
-            .spawn(move || supervisor.run())
-            .map_err(|source| Error::Thread {
-                name: "supervisor",
-                source,
-            })?;
         Ok(Server {
             local_addr,
             web_addr,
