@@ -75,6 +75,8 @@ impl Chat {
         };
         // Started here, so that every thread of the server exists once it listens.
         let writable = WritableWatch::start(events.clone());
+        // The lobby exists from the start: a scrape before the hub's first wake-up says so.
+        settings.metrics.rooms.set(1);
         let hub_thread = thread::Builder::new()
             .name(String::from("hub"))
             .spawn(move || hub::run(receiver, settings, writable))

@@ -162,7 +162,6 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         settings,
         transcript_pending: Vec::new(),
     };
-    hub.settings.metrics.rooms.set(hub.rooms.count() as i64);
     loop {
         // Wait for an event, or for what is due: a retry of pending output, or the close
         // of a big room's window of notices.
