@@ -4,7 +4,8 @@
 //! every socket itself with non-blocking sends, so a client that stops reading only ever
 //! fills its own outbox and never delays anyone else. Each wake-up drains every queued
 //! event first, writing broadcast lines once into a shared round (outbox.rs), and then
-//! gives each client one `writev` for all of its new output.
+//! gives each client one `writev` for all of its new output: at once for a client's own
+//! output, in paced passes for broadcasts (hub/delivery.rs).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,35 +14,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use log::{debug, info};
+use log::info;
 
 use crate::append::AppendFile;
 use crate::cluster::wire::Shared;
 use crate::cluster::{Incoming, Outgoing};
 use crate::control::ConnectionId;
-use crate::error::describe;
 use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::Input;
-use crate::rooms::{LOBBY, RoomId, Rooms, clock_time};
+use crate::rooms::{LOBBY, RoomId, Rooms};
 use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport};
 
 mod cluster;
 mod commands;
+mod delivery;
 mod notices;
 mod shared;
 mod waker;
 
 use cluster::ClusterView;
+use delivery::Delivery;
 use notices::{BIG_ROOM, GatheredNotices, NoticeBatch, NoticeKind};
 pub(crate) use waker::WritableWatch;
 
 /// After a wrong `/op` password, how long before the client may try again.
 const OP_RETRY_DELAY: Duration = Duration::from_secs(3);
-/// While some client has output the kernel would not take, retry this often even if the
-/// writable watch (waker.rs) says nothing: a safety net, not the way output moves on.
-const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
 /// indefinitely.
 const MAX_EVENTS_PER_WAKEUP: usize = 4096;
@@ -150,11 +149,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         gathered: GatheredNotices::default(),
         rooms: Rooms::new(settings.history),
         round: Round::default(),
-        delivery: Delivery {
-            max_pending: settings.max_pending,
-            dirty: Vec::new(),
-            slow: Vec::new(),
-        },
+        delivery: Delivery::new(settings.max_pending),
         cluster: settings
             .cluster
             .clone()
@@ -163,12 +158,14 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         transcript_pending: Vec::new(),
     };
     loop {
-        // Wait for an event, or for what is due: a retry of pending output, or the close
-        // of a big room's window of notices.
-        let retry_at = (!hub.delivery.dirty.is_empty()).then(|| Instant::now() + RETRY_INTERVAL);
-        let wake_at = match (retry_at, hub.gathered.next_due()) {
-            (Some(retry), Some(due)) => Some(retry.min(due)),
-            (retry, due) => retry.or(due),
+        // Wait for an event, or for what is due: a pass over waiting output, a retry of
+        // blocked output, or the close of a big room's window of notices.
+        let wake_at = match (
+            hub.delivery.next_due(Instant::now()),
+            hub.gathered.next_due(),
+        ) {
+            (Some(output), Some(notices)) => Some(output.min(notices)),
+            (output, notices) => output.or(notices),
         };
         let first = match wake_at {
             None => match events.recv() {
@@ -197,7 +194,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         hub.gathered.send_due(Instant::now(), &mut hub.round);
         hub.send_pending_output();
         hub.write_transcript();
-        writable.watch(hub.sockets_with_pending_output());
+        writable.watch(hub.delivery.blocked_sockets(&hub.clients));
         if stop {
             return;
         }
@@ -223,15 +220,6 @@ struct Hub {
     cluster: Option<ClusterView>,
 }
 
-/// Bookkeeping of what has been queued since the last send.
-struct Delivery {
-    max_pending: usize,
-    /// Clients with output not yet handed to the kernel.
-    dirty: Vec<ConnectionId>,
-    /// Clients whose outbox passed `max_pending`, to be disconnected.
-    slow: Vec<ConnectionId>,
-}
-
 struct Client {
     nick: String,
     peer: SocketAddr,
@@ -244,7 +232,10 @@ struct Client {
     /// When this client last gave a wrong `/op` password.
     wrong_password_at: Option<Instant>,
     outbox: Outbox,
+    /// It has output the kernel has not taken yet (delivery.rs).
     is_dirty: bool,
+    /// The last sweep of sends that reached it (delivery.rs).
+    sweep: u64,
     /// How it is connected, for the metrics.
     transport: Transport,
     tls: bool,
@@ -327,6 +318,7 @@ impl Hub {
                 wrong_password_at: None,
                 outbox,
                 is_dirty: false,
+                sweep: 0,
                 transport,
                 tls: has_tls,
             },
@@ -352,15 +344,6 @@ impl Hub {
             self.queue(id, line("* server is shutting down"));
         }
         self.send_history(id, LOBBY);
-        // In a big room the welcome goes out now, not after this wake-up's sends to everyone
-        // (which take milliseconds there, while the newcomer waits for its first line). Its
-        // join is announced with the room's gathered notices, later, either way. (It stays
-        // marked dirty: the next send finds nothing left and unmarks it.)
-        if self.rooms.members(LOBBY) >= BIG_ROOM
-            && let Some(client) = self.clients.get_mut(&id)
-        {
-            let _ = client.outbox.send_available(&client.stream);
-        }
         self.publish(Shared::Joined {
             room: LOBBY,
             id,
@@ -469,7 +452,8 @@ impl Hub {
             let lines = bytes.iter().filter(|&&byte| byte == b'\n').count();
             self.settings.metrics.deliveries.inc_by(lines as u64);
             let chunk = client.outbox.encode(Chunk::whole(bytes));
-            push_to(client, id, &mut self.delivery, chunk);
+            self.delivery.push(client, id, chunk);
+            self.delivery.send_soon(id);
         }
         self.remove_slow_consumers();
     }
@@ -482,7 +466,8 @@ impl Hub {
             && !client.outbox.overflowed
         {
             client.outbox.push_direct(update);
-            check_pending(client, id, &mut self.delivery);
+            self.delivery.check(client, id);
+            self.delivery.send_soon(id);
         }
         self.remove_slow_consumers();
     }
@@ -501,51 +486,23 @@ impl Hub {
             let room = client.room;
             let ending = client.outbox.line_ending();
             deliveries += sealed.chunks_for(id, room, ending, |chunk| {
-                push_to(client, id, &mut self.delivery, chunk)
+                self.delivery.push(client, id, chunk)
             });
         }
         self.settings.metrics.deliveries.inc_by(deliveries);
         self.remove_slow_consumers();
     }
 
-    /// Gives each client with new output one non-blocking send; keeps the ones the kernel
-    /// could not take in full for the next wake-up.
+    /// Hands the kernel what is due (delivery.rs): one non-blocking send per client.
     fn send_pending_output(&mut self) {
         self.flush_notices();
         self.commit_round();
-        let mut still_dirty = Vec::new();
-        let mut closed = Vec::new();
-        for id in std::mem::take(&mut self.delivery.dirty) {
-            let Some(client) = self.clients.get_mut(&id) else {
-                continue;
-            };
-            match client.outbox.send_available(&client.stream) {
-                Ok(()) if client.outbox.is_empty() => client.is_dirty = false,
-                Ok(()) => still_dirty.push(id),
-                Err(error) => {
-                    debug!("{}: write failed: {}", client.nick, describe(&error));
-                    closed.push(id);
-                }
-            }
-        }
-        self.delivery.dirty = still_dirty;
-        for id in closed {
+        for id in self.delivery.send(&mut self.clients) {
             self.remove(id, LeaveReason::ConnectionClosed, None);
         }
         self.remove_slow_consumers();
         // Leaves found while sending go out with the next wake-up's round.
         self.flush_notices();
-    }
-
-    /// The sockets of the clients whose output the kernel has not taken in full.
-    fn sockets_with_pending_output(&self) -> Vec<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.delivery
-            .dirty
-            .iter()
-            .filter_map(|id| self.clients.get(id))
-            .map(|client| client.stream.as_raw_fd())
-            .collect()
     }
 
     fn remove_slow_consumers(&mut self) {
@@ -606,39 +563,6 @@ impl Hub {
             }
         }
         self.nick_owners.clear();
-        self.delivery.dirty.clear();
-        self.delivery.slow.clear();
-    }
-}
-
-fn push_to(client: &mut Client, id: ConnectionId, delivery: &mut Delivery, chunk: Chunk) {
-    if client.outbox.overflowed {
-        return;
-    }
-    let chunk = if client.shows_time {
-        chunk.with_line_prefix(&format!("{} ", clock_time(SystemTime::now())))
-    } else {
-        chunk
-    };
-    client.outbox.push(chunk);
-    check_pending(client, id, delivery);
-}
-
-/// After queueing for `client`: marks it for sending, or for removal as a slow consumer.
-fn check_pending(client: &mut Client, id: ConnectionId, delivery: &mut Delivery) {
-    if client.outbox.queued() > delivery.max_pending {
-        // Before calling it slow, let the kernel take what it can: a burst larger than
-        // max_pending within one wake-up is not the client's fault.
-        let sent = client.outbox.send_available(&client.stream);
-        if sent.is_err() || client.outbox.queued() > delivery.max_pending {
-            client.outbox.clear();
-            client.outbox.overflowed = true;
-            delivery.slow.push(id);
-            return;
-        }
-    }
-    if !client.is_dirty {
-        client.is_dirty = true;
-        delivery.dirty.push(id);
+        self.delivery.clear();
     }
 }
