@@ -20,8 +20,6 @@ use crate::transport::{DirectOutput, Transport};
 /// two resident pages (10,000 idle clients: 10.6 KiB each with 1 KiB, 14.6 KiB with 4 KiB),
 /// while fanout throughput measured the same (the hub batches per wake-up, not per read).
 const READ_CHUNK: usize = 1024;
-/// At most how often a client's thread gives back the stack pages it is not using.
-const STACK_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a client that quit or idled out has to close after the hub's goodbye (the
 /// hub closes the sending side; see `Connection::wait_for_close`).
 const LINGER: Duration = Duration::from_secs(2);
@@ -116,8 +114,6 @@ pub(crate) struct TcpInput {
     /// On the heap: a thread's stack stays within the pages it touches anyway.
     chunk: Box<[u8]>,
     telnet_free: Vec<u8>,
-    /// When this thread last gave back the stack pages it is not using.
-    stack_released_at: Option<Instant>,
 }
 
 impl TcpInput {
@@ -128,7 +124,6 @@ impl TcpInput {
             // (Not `Box::new([0; N])`, which builds the array on the stack first.)
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             telnet_free: Vec::new(),
-            stack_released_at: None,
         }
     }
 }
@@ -140,14 +135,8 @@ impl ClientInput for TcpInput {
 
     fn read(&mut self, connection: &Connection, inputs: &mut Vec<Input>) -> Read {
         // Most clients wait far longer than they work: what the work (the join, a burst of
-        // lines) touched of the stack goes back before the wait, at most once a second.
-        if self
-            .stack_released_at
-            .is_none_or(|at| at.elapsed() >= STACK_RELEASE_INTERVAL)
-        {
-            crate::limits::release_unused_stack();
-            self.stack_released_at = Some(Instant::now());
-        }
+        // lines) touched of the stack goes back before the wait.
+        crate::limits::release_unused_stack(Instant::now());
         let terminal = &mut self.terminal;
         match connection.receive(&mut self.chunk[..]) {
             Received::Data(bytes) => {

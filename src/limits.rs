@@ -1,9 +1,11 @@
 //! Connection places: `--max-clients` and `--max-per-ip`, held by a slot guard that gives
 //! its place back when dropped, and the ceiling the machine itself puts on threads.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -228,33 +230,39 @@ pub fn host_name() -> String {
     }
 }
 
-/// Gives back the pages of this thread's stack below the one in use: the kernel counts
-/// them in nobody's memory until they are touched again (then they read as zero, which is
-/// all an unused stack holds). A connection thread calls it before it waits for its
-/// client: the join or a burst of work may have reached a page deeper than the wait needs
-/// (a full hub channel makes the join's send take the slow, deeper path), and an idle
-/// client should not keep it.
-pub(crate) fn release_unused_stack() {
+/// At most how often a thread gives back the stack pages it is not using.
+const STACK_RELEASE_INTERVAL: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// This thread's stack, lowest address and size, once asked (pthread_getattr_np reads
+    /// the thread's CPU set from the kernel each time it is called).
+    static STACK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// When this thread last gave back its unused stack pages.
+    static STACK_RELEASED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Gives back the pages of this thread's stack below the one in use, unless it did so
+/// less than [`STACK_RELEASE_INTERVAL`] ago: the kernel counts them in nobody's memory
+/// until they are touched again (then they read as zero, which is all an unused stack
+/// holds). A connection thread calls it before it waits for its client: the join or a
+/// burst of work may have reached a page deeper than the wait needs (a full hub channel
+/// makes the join's send take the slow, deeper path), and an idle client should not keep
+/// it. Once a second is enough for that, and keeps a busy client's reads free of the cost.
+pub(crate) fn release_unused_stack(now: Instant) {
     const PAGE: usize = 4096;
+    if STACK_RELEASED_AT
+        .get()
+        .is_some_and(|at| now - at < STACK_RELEASE_INTERVAL)
+    {
+        return;
+    }
+    STACK_RELEASED_AT.set(Some(now));
     let marker = 0u8;
     let in_use = std::ptr::addr_of!(marker) as usize;
-    // SAFETY: pthread_getattr_np fills `attributes` for the calling thread, and
-    // pthread_attr_getstack reads the stack's lowest address and size out of it; both are
-    // plain data, released by pthread_attr_destroy.
-    let (low, size) = unsafe {
-        let mut attributes: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attributes) != 0 {
-            return;
-        }
-        let mut low: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let found = libc::pthread_attr_getstack(&attributes, &mut low, &mut size);
-        libc::pthread_attr_destroy(&mut attributes);
-        if found != 0 {
-            return;
-        }
-        (low as usize, size)
+    let Some((low, size)) = STACK.get().or_else(this_thread_stack) else {
+        return;
     };
+    STACK.set(Some((low, size)));
     // Everything below the page this frame is in (the wait to come needs a few hundred
     // bytes, and takes the next page back if it needs it).
     let end = in_use & !(PAGE - 1);
@@ -265,6 +273,24 @@ pub(crate) fn release_unused_stack() {
     // below every frame in use; nothing lives there that anyone will read before writing.
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+    }
+}
+
+/// The calling thread's stack: its lowest address and its size.
+fn this_thread_stack() -> Option<(usize, usize)> {
+    // SAFETY: pthread_getattr_np fills `attributes` for the calling thread, and
+    // pthread_attr_getstack reads the stack's lowest address and size out of it; both are
+    // plain data, released by pthread_attr_destroy.
+    unsafe {
+        let mut attributes: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attributes) != 0 {
+            return None;
+        }
+        let mut low: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let found = libc::pthread_attr_getstack(&attributes, &mut low, &mut size);
+        libc::pthread_attr_destroy(&mut attributes);
+        (found == 0).then_some((low as usize, size))
     }
 }
 

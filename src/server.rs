@@ -160,6 +160,7 @@ impl Server {
         listeners.extend(metrics_listener.map(|listener| (listener, Transport::Metrics)));
         for (listener, _) in &listeners {
             listener.set_nonblocking(true).map_err(setup_error)?;
+            configure_socket(SockRef::from(listener), config).map_err(setup_error)?;
         }
         let (control_sender, control_receiver) = crossbeam_channel::unbounded();
         let shutdown = ShutdownHandle::new(control_sender.clone());
@@ -414,13 +415,6 @@ impl Acceptor {
                 return false;
             }
         };
-        if let Err(error) = configure_socket(&stream, &self.config) {
-            debug!(
-                "dropped {peer}: cannot set socket options: {}",
-                describe(&error)
-            );
-            return false;
-        }
         self.next_id += 1;
         let stream = Arc::new(stream);
         let connection = Connection {
@@ -565,11 +559,12 @@ fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-/// Applies the per-connection socket options from the config.
-fn configure_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
-    stream.set_nodelay(!config.nagle)?;
-    stream.set_read_timeout(config.idle_timeout)?;
-    let socket = SockRef::from(stream);
+/// Applies the per-connection socket options from the config to a listener: Linux gives
+/// every connection it accepts the listener's options (Nagle, read timeout, keepalive),
+/// which saves five system calls per connection.
+fn configure_socket(socket: SockRef<'_>, config: &Config) -> io::Result<()> {
+    socket.set_nodelay(!config.nagle)?;
+    socket.set_read_timeout(config.idle_timeout)?;
     match config.keepalive {
         Some(idle) => {
             let keepalive = TcpKeepalive::new()
@@ -586,22 +581,23 @@ fn configure_socket(stream: &TcpStream, config: &Config) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn accepted_pair() -> (TcpStream, TcpStream) {
+    /// A connection accepted by a listener configured from `config`.
+    fn accepted_pair(config: &Config) -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        configure_socket(SockRef::from(&listener), config).expect("configure");
         let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
         let (server_side, _) = listener.accept().expect("accept");
         (server_side, client)
     }
 
     #[test]
-    fn socket_options_from_the_config_reach_the_socket() {
-        let (stream, _client) = accepted_pair();
+    fn socket_options_from_the_config_reach_every_accepted_socket() {
         let config = Config {
             idle_timeout: Some(Duration::from_secs(5)),
             keepalive: Some(Duration::from_secs(30)),
             ..Config::localhost()
         };
-        configure_socket(&stream, &config).expect("configure");
+        let (stream, _client) = accepted_pair(&config);
         let socket = SockRef::from(&stream);
         assert!(socket.keepalive().expect("keepalive"));
         assert_eq!(
@@ -625,13 +621,12 @@ mod tests {
 
     #[test]
     fn nagle_and_keepalive_can_be_turned_off() {
-        let (stream, _client) = accepted_pair();
         let config = Config {
             keepalive: None,
             nagle: true,
             ..Config::localhost()
         };
-        configure_socket(&stream, &config).expect("configure");
+        let (stream, _client) = accepted_pair(&config);
         let socket = SockRef::from(&stream);
         assert!(!socket.keepalive().expect("keepalive"));
         assert!(!socket.nodelay().expect("nodelay"));
