@@ -6,8 +6,9 @@
 //! lines come faster than one pass over the room takes, sending each line on its own has
 //! the hub spend all its time in passes of one line each, and leaves no CPU for anything
 //! else (people arriving, for one). So a pass begins no sooner than [`PASS_SPACING`] times
-//! the previous pass's duration after that one began: the hub spends at most a quarter of
-//! its time in passes, and lines said in between go out together, one send per client.
+//! the CPU time the previous pass took after that one began: the hub spends at most a
+//! quarter of its time in passes, and lines said in between go out together, one send per
+//! client.
 //! A pass over 100 clients (~0.3 ms) holds the next for about a millisecond, one over
 //! 3,000 for tens of milliseconds, never more than [`MAX_PASS_HOLD`]. The first line after
 //! a quiet spell goes out at once.
@@ -27,8 +28,9 @@ use crate::control::ConnectionId;
 use crate::error::describe;
 use crate::outbox::Chunk;
 use crate::rooms::clock_time;
+use crate::sys::thread_cpu_time;
 
-/// The next pass begins at least this many times the last pass's duration after it began.
+/// The next pass begins at least this many times the last pass's CPU time after it began.
 const PASS_SPACING: u32 = 4;
 /// However long the last pass took, the next may begin this long after it.
 const MAX_PASS_HOLD: Duration = Duration::from_millis(50);
@@ -123,10 +125,13 @@ impl Delivery {
         self.send_each(ids, clients, &mut blocked, &mut closed);
         let start = Instant::now();
         if !self.waiting.is_empty() && start >= self.next_pass_at {
+            // The pass's cost is the CPU it took, not the time it lasted: a pass preempted
+            // for 10 ms by a busy machine must not hold the next for 40 more.
+            let cpu_before = thread_cpu_time();
             let waiting = std::mem::take(&mut self.waiting);
             self.send_each(waiting.into_iter(), clients, &mut blocked, &mut closed);
-            let took = start.elapsed();
-            self.next_pass_at = start + (took * PASS_SPACING).min(MAX_PASS_HOLD);
+            let cost = thread_cpu_time().saturating_sub(cpu_before);
+            self.next_pass_at = start + (cost * PASS_SPACING).min(MAX_PASS_HOLD);
         }
         self.blocked = blocked;
         closed
