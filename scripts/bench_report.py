@@ -236,6 +236,23 @@ for scenario, metric, label, short, better, fair in MAIN:
     lines2.append("| " + " | ".join(cells) + " |")
 table2 = "\n".join(lines2)
 
+# 2b. The host's steal during each run: CPU time the virtual machine's host took away,
+# which shows as a tail in whichever server was running then.
+SCENARIOS = list(dict.fromkeys(r["scenario"] for r in rows if r["server"] in servers))
+header6 = ["host steal ms during the run"] + [f"round {rnd}" for rnd in rounds]
+lines6 = ["| " + " | ".join(header6) + " |", "|" + "---|" * len(header6)]
+for scenario in SCENARIOS:
+    cells = [scenario]
+    for rnd in rounds:
+        parts = []
+        for server in servers:
+            result = run_of(server, scenario, rnd)
+            steal = result.get("host_steal_ms") if result else None
+            parts.append(f"{server} {fmt(steal)}" if isinstance(steal, (int, float)) else f"{server} –")
+        cells.append(", ".join(parts))
+    lines6.append("| " + " | ".join(cells) + " |")
+table6 = "\n".join(lines6)
+
 
 # 3. The big room's targets, for every server: p99 with churn / p99 without (at most 2),
 # and churn connections/s beside the big room / against an empty server (at least 0.5).
@@ -467,7 +484,10 @@ note2 = ("tcpchat against the best other server of the same round (a peer that d
 note3 = ("The big room under churn: each server against itself, in the same round. The churn loops"
          " wait for the server's first line; Node sends none of its own, so its loops wait for the"
          " next line said in the room.")
-report = f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note3}\n\n{table3}\n"
+note6 = ("CPU time the machine's host took from it (steal in /proc/stat, all CPUs) during each"
+         " run: a round whose tail stands out for one server alone usually has it.")
+report = (f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note6}\n\n{table6}\n\n"
+          f"{note3}\n\n{table3}\n")
 if has_cluster:
     note4 = ("The cluster (issue 11): three tcpchat nodes and one Redis on this machine, the clients"
              " (senders too) spread round-robin over the nodes, against one tcpchat node in the same"

@@ -74,3 +74,17 @@ fn cpu_seconds(path: &str) -> f64 {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     ticks as f64 / per_second
 }
+
+/// CPU time the machine's host has taken from this (virtual) machine so far, over all its
+/// CPUs, in milliseconds ("steal" in /proc/stat); 0 where there is none to read.
+pub fn host_steal_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let steal_ticks = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .and_then(|fields| fields.split_whitespace().nth(7)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    steal_ticks * 1000.0 / per_second
+}
