@@ -289,4 +289,35 @@ mod tests {
         assert!(clients.values().all(|client| client.outbox.is_empty()));
         assert_eq!(delivery.next_due(Instant::now()), None);
     }
+
+    fn queue_for_all(
+        delivery: &mut Delivery,
+        clients: &mut HashMap<ConnectionId, Client>,
+        text: &str,
+    ) {
+        for (&id, client) in clients.iter_mut() {
+            delivery.push(client, id, Chunk::whole(line(text)));
+        }
+    }
+
+    #[test]
+    fn only_a_pass_of_many_sends_holds_the_next() {
+        for (count, holds) in [(10, false), (PACED_PASS_SENDS + 10, true)] {
+            let mut ends = Vec::new(); // kept open: a closed peer would fail the sends
+            let mut clients = HashMap::new();
+            for id in 1..=count as ConnectionId {
+                let (client, peer_end) = connected_client();
+                clients.insert(id, client);
+                ends.push(peer_end);
+            }
+            let mut delivery = Delivery::new(1 << 20);
+            queue_for_all(&mut delivery, &mut clients, "[cat] hello");
+            assert!(delivery.send(&mut clients).is_empty());
+            queue_for_all(&mut delivery, &mut clients, "[cat] again");
+            // The second line waits for the next pass only after a big first one.
+            let now = Instant::now();
+            let due = delivery.next_due(now).expect("a pass is due");
+            assert_eq!(due > now, holds, "{count} clients");
+        }
+    }
 }
