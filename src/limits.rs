@@ -248,8 +248,9 @@ thread_local! {
 /// burst of work may have reached a page deeper than the wait needs (a full hub channel
 /// makes the join's send take the slow, deeper path), and an idle client should not keep
 /// it. Once a second is enough for that, and keeps a busy client's reads free of the cost.
-pub(crate) fn release_unused_stack(now: Instant) {
+pub(crate) fn release_unused_stack() {
     const PAGE: usize = 4096;
+    let now = Instant::now();
     if STACK_RELEASED_AT
         .get()
         .is_some_and(|at| now - at < STACK_RELEASE_INTERVAL)

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::debug;
 
@@ -78,7 +78,7 @@ impl Delivery {
             return;
         }
         let chunk = if client.shows_time {
-            chunk.with_line_prefix(&format!("{} ", clock_time(std::time::SystemTime::now())))
+            chunk.with_line_prefix(&format!("{} ", clock_time(SystemTime::now())))
         } else {
             chunk
         };
