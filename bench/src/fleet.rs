@@ -1,6 +1,7 @@
 //! The fleet: many clients connected to the server under test, their sockets read by a
 //! few mio threads (reader.rs), a few of them also kept as writers for the senders.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -79,8 +80,10 @@ pub struct Shared {
     /// From the moment the stalled client joins, latencies go to the "during" histogram.
     pub stalling: AtomicBool,
     pub deliveries: AtomicU64,
-    /// Highest sequence number of each sender seen by the acknowledging client.
-    pub acked: Vec<AtomicU64>,
+    /// Highest sequence number of each sender that each client has seen, at
+    /// `client * MAX_SENDERS + sender`; `u64::MAX` for a client that is gone (or never
+    /// connected), which holds no sender back.
+    pub progress: Vec<AtomicU64>,
     pub synced: AtomicUsize,
     pub last_receipt_ns: AtomicU64,
     /// Clients whose connection the server closed or reset.
@@ -89,6 +92,39 @@ pub struct Shared {
     pub nodes: usize,
     /// The node of each sender (sender `s` writes with [`Fleet::writer`]`(s)`).
     pub sender_nodes: Vec<usize>,
+}
+
+impl Shared {
+    /// The highest sequence number of `sender` that every client still connected has seen:
+    /// a windowed sender runs at most a window ahead of the slowest reader, so no client's
+    /// backlog (and latency) grows past the window whatever the load generator's own
+    /// threads get of the CPU. Sender `s` writes as client `s` ([`Fleet::writer`]).
+    pub fn acknowledged(&self, sender: usize) -> u64 {
+        self.progress
+            .iter()
+            .skip(sender)
+            .step_by(MAX_SENDERS)
+            .enumerate()
+            // A chat does not send a line back to whoever said it.
+            .filter(|&(client, _)| client != sender)
+            .map(|(_, seen)| seen.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// `client` has seen `sender`'s line `seq` (lines of one sender arrive in order).
+    pub fn note_seen(&self, client: usize, sender: u64, seq: u64) {
+        if let Some(seen) = self.progress.get(client * MAX_SENDERS + sender as usize) {
+            seen.store(seq, Ordering::Release);
+        }
+    }
+
+    /// `client` is gone: it holds no sender back any more.
+    pub fn forget(&self, client: usize) {
+        for sender in 0..MAX_SENDERS {
+            self.note_seen(client, sender as u64, u64::MAX);
+        }
+    }
 }
 
 pub struct Fleet {
@@ -157,6 +193,7 @@ impl Fleet {
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / per_second);
         let mut failures_in_a_row = 0;
+        let mut connected_indices = HashSet::new();
         for index in 0..clients {
             if give_up.is_some_and(|moment| Instant::now() >= moment) {
                 connect_failures += clients - index;
@@ -184,15 +221,22 @@ impl Fleet {
                 sender_nodes.push(index % nodes);
             }
             stream.set_nonblocking(true)?;
+            connected_indices.insert(index);
             per_reader[index % READER_THREADS].push((index, MioStream::from_std(stream)));
         }
+        let progress = (0..clients * MAX_SENDERS)
+            .map(|slot| {
+                let present = connected_indices.contains(&(slot / MAX_SENDERS));
+                AtomicU64::new(if present { 0 } else { u64::MAX })
+            })
+            .collect();
         let shared = Arc::new(Shared {
             epoch,
             stop: AtomicBool::new(false),
             counting: AtomicBool::new(false),
             stalling: AtomicBool::new(false),
             deliveries: AtomicU64::new(0),
-            acked: (0..MAX_SENDERS).map(|_| AtomicU64::new(0)).collect(),
+            progress,
             synced: AtomicUsize::new(0),
             last_receipt_ns: AtomicU64::new(0),
             closed: AtomicUsize::new(0),
@@ -200,12 +244,11 @@ impl Fleet {
             sender_nodes,
         });
         let connected = clients - connect_failures;
-        let acknowledger = clients - 1;
         let readers = per_reader
             .into_iter()
             .map(|streams| {
                 let shared = Arc::clone(&shared);
-                thread::spawn(move || read_loop(streams, &shared, acknowledger))
+                thread::spawn(move || read_loop(streams, &shared))
             })
             .collect();
         Ok(Fleet {

@@ -10,7 +10,7 @@ use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::nanos_since;
-use crate::fleet::Shared;
+use crate::fleet::{MAX_SENDERS, Shared};
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, parse_marker};
 
@@ -36,13 +36,9 @@ struct ClientState {
     is_closed: bool,
 }
 
-/// Reads `streams` until `shared.stop`; the client numbered `acknowledger` reports the
-/// senders' progress in `shared.acked`.
-pub fn read_loop(
-    streams: Vec<(usize, MioStream)>,
-    shared: &Shared,
-    acknowledger: usize,
-) -> ReaderStats {
+/// Reads `streams` until `shared.stop`, noting each client's progress through every
+/// sender's lines in `shared`.
+pub fn read_loop(streams: Vec<(usize, MioStream)>, shared: &Shared) -> ReaderStats {
     let mut stats = ReaderStats::default();
     let Ok(mut poll) = Poll::new() else {
         return stats;
@@ -90,7 +86,7 @@ pub fn read_loop(
                     Ok(count) => {
                         let now_ns = nanos_since(&shared.epoch);
                         client.pending.extend_from_slice(&buffer[..count]);
-                        take_lines(client, shared, &mut stats, now_ns, acknowledger);
+                        take_lines(client, shared, &mut stats, now_ns);
                     }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => break,
                     Err(error) if error.kind() == ErrorKind::Interrupted => {}
@@ -112,16 +108,11 @@ fn note_closed(client: &mut ClientState, shared: &Shared) {
     if !client.is_closed {
         client.is_closed = true;
         shared.closed.fetch_add(1, Ordering::Relaxed);
+        shared.forget(client.index);
     }
 }
 
-fn take_lines(
-    client: &mut ClientState,
-    shared: &Shared,
-    stats: &mut ReaderStats,
-    now_ns: u64,
-    acknowledger: usize,
-) {
+fn take_lines(client: &mut ClientState, shared: &Shared, stats: &mut ReaderStats, now_ns: u64) {
     let counting = shared.counting.load(Ordering::Relaxed);
     let stalling = shared.stalling.load(Ordering::Relaxed);
     let mut consumed = 0;
@@ -156,10 +147,8 @@ fn take_lines(
                 stats.histogram_before.record(latency_ns);
                 stats.histogram.record(latency_ns);
             }
-            if client.index == acknowledger
-                && let Some(acked) = shared.acked.get(marker.sender as usize)
-            {
-                acked.fetch_max(marker.seq, Ordering::Release);
+            if (marker.sender as usize) < MAX_SENDERS {
+                shared.note_seen(client.index, marker.sender, marker.seq);
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::fleet::{Fleet, Stats, Target, patience};
 use crate::marker::send_marker;
 use crate::procfs::{count_fds, proc_sample};
 
-/// How many of its lines a window-bound sender may have unacknowledged.
+/// How many of its lines a window-bound sender may have that some client has not read.
 const WINDOW: u64 = 1000;
 
 /// Clients of which some send as fast as a window of unacknowledged lines allows.
@@ -51,11 +51,14 @@ impl WindowedRun {
                 let shared = Arc::clone(&self.fleet.shared);
                 Ok(thread::spawn(move || {
                     let mut sent = 0u64;
+                    let mut acknowledged = 0;
                     while Instant::now() < deadline {
-                        let acked = shared.acked[sender].load(Ordering::Acquire);
-                        if sent >= acked + WINDOW {
-                            thread::sleep(Duration::from_micros(50));
-                            continue;
+                        if sent >= acknowledged + WINDOW {
+                            acknowledged = shared.acknowledged(sender);
+                            if sent >= acknowledged + WINDOW {
+                                thread::sleep(Duration::from_micros(50));
+                                continue;
+                            }
                         }
                         if send_marker(&writer, &shared.epoch, sender as u64, sent).is_err() {
                             break;
