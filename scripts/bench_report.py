@@ -36,6 +36,7 @@ METRICS = [
     ("fanout", "delivery_ratio", "fanout: delivery ratio", "high"),
     ("fanout", "min_client_received", "fanout: least any client received", "high"),
     ("fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery", "low"),
+    ("fanout", "server_switches_per_1000_deliveries", "fanout: server context switches per 1,000 deliveries", "low"),
     ("fanout", "bench_cpu_s", "fanout: load generator CPU s", ""),
     ("fanout-large", "deliveries_per_s", "fanout-large: deliveries/s (500 clients, 2 senders × 20 lines/s)", "high"),
     ("fanout-large", "delivery_ratio", "fanout-large: delivery ratio", "high"),

@@ -14,7 +14,7 @@ use mio::net::TcpStream as MioStream;
 use crate::clock::sleep_until;
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, send_marker};
-use crate::procfs::proc_sample;
+use crate::procfs::{context_switches, proc_sample};
 use crate::reader::{ReaderStats, read_loop};
 
 /// Reader threads: one per core, the load generator must not be the bottleneck.
@@ -59,6 +59,11 @@ impl Target {
             .iter()
             .map(|&pid| proc_sample(pid).cpu_s)
             .collect()
+    }
+
+    /// Context switches so far of all the target's processes' threads.
+    pub fn context_switches(&self) -> u64 {
+        self.pids.iter().map(|&pid| context_switches(pid)).sum()
     }
 
     /// CPU seconds each process used since `before`, an earlier [`Target::cpu_s_each`].

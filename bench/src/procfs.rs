@@ -35,6 +35,24 @@ pub fn count_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Context switches so far of every thread process `pid` has now (voluntary and not):
+/// a thread-per-connection server pays one for each time a thread waits for its socket.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 pub fn self_cpu_seconds() -> f64 {
     cpu_seconds("/proc/self/stat")
 }

@@ -14,7 +14,9 @@ use super::{delivery_figures, ratio};
 /// over the target's nodes when it has several.
 pub fn fanout(target: &Target, seconds: f64) -> io::Result<Json> {
     let run = WindowedRun::new(target, 50, 5, seconds)?;
+    let switches_before = target.context_switches();
     let (sent, stats, cpu, elapsed) = run.measure(None)?;
+    let switches = target.context_switches().saturating_sub(switches_before);
     let expected = sent * 49;
     let deliveries = stats.total();
     let json = Json::new()
@@ -25,6 +27,10 @@ pub fn fanout(target: &Target, seconds: f64) -> io::Result<Json> {
         .num(
             "server_ns_per_delivery",
             cpu * 1e9 / deliveries.max(1) as f64,
+        )
+        .num(
+            "server_switches_per_1000_deliveries",
+            switches as f64 * 1000.0 / deliveries.max(1) as f64,
         )
         // Latency at full speed: mostly the time a line waits behind the windows' lines.
         .num("p50_ms", stats.histogram.quantile(0.50))
