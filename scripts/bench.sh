@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks tcpchat side by side with the chapter's Node chat server and `ncat --chat`:
 # each scenario runs against each server in the same run, on the same machine, with the
-# same parameters. The full run is 3 rounds; a round runs every scenario once, and each
+# same parameters. The full run is 3 rounds (ROUNDS=N for more); a round runs every scenario once, and each
 # scenario against the three servers back to back, so a round's servers saw the same
 # machine. Prints markdown tables (medians over the rounds, and tcpchat against the best
 # other server round by round) and writes bench/results/.
@@ -14,12 +14,13 @@
 # note, without redis-server.
 #
 #   scripts/bench.sh           the full run (about 15 minutes on 2 cores)
+#   ROUNDS=5 scripts/bench.sh  five rounds (about 25 minutes): steadier medians
 #   scripts/bench.sh --quick   a smoke test of the harness (about a minute), as CI runs it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=""
-ROUNDS=3
+ROUNDS=${ROUNDS:-3}
 if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; fi
 SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-churn)
 
