@@ -21,7 +21,10 @@ cd "$(dirname "$0")/.."
 
 QUICK=""
 ROUNDS=${ROUNDS:-3}
-if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; fi
+# A scenario whose runs the host disturbed runs again (see the rounds below).
+STEAL_LIMIT_MS_PER_S=20
+MAX_ATTEMPTS=3
+if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; MAX_ATTEMPTS=1; fi
 SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-churn)
 
 # Node (the chapter's server) and ncat come from Debian's packages when missing.
@@ -205,20 +208,47 @@ run_cluster_comparison() {
   if [ "$setup" = one-node ]; then stop_server; else stop_cluster; fi
 }
 
+# steal_rate RESULT STARTED WORST: the larger of WORST and the host's steal during the run
+# RESULT reports, in ms per second of the run that began at STARTED ($EPOCHREALTIME).
+steal_rate() {
+  local steal
+  steal=$(grep -o '"host_steal_ms": [0-9.]*' <<<"$1" | grep -o '[0-9.]*$' || echo 0)
+  awk -v steal="${steal:-0}" -v started="$2" -v now="$EPOCHREALTIME" -v worst="$3" \
+    'BEGIN { rate = steal / (now - started); printf "%.0f\n", (rate > worst ? rate : worst) }'
+}
+
 echo "tcpchat runs with: tcpchat $TCPCHAT_FLAGS; node $(node -v 2>/dev/null || echo -); $(ncat --version 2>&1 | head -1 || echo ncat -)" >&2
 for run in $(seq "$ROUNDS"); do
   for scenario in "${SCENARIOS[@]}"; do
-    for server in "${servers[@]}"; do
-      start_server "$server"
-      echo "  [${SECONDS}s] round $run, $scenario: $server on $ADDR" >&2
-      # A hard limit per scenario: a server that freezes is reported, not waited for.
-      if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" $QUICK); then
-        result='{"error": "timed out or failed"}'
+    # A round's servers are compared with each other, so they must have seen the same
+    # machine: when the host took more than STEAL_LIMIT_MS_PER_S of CPU time per second
+    # from any one of the runs, the scenario runs again for all three (up to
+    # MAX_ATTEMPTS in all), and the attempt the host disturbed least is kept.
+    best_lines=() best_steal="" attempts=0
+    for attempt in $(seq "$MAX_ATTEMPTS"); do
+      attempts=$attempt
+      lines=() worst=0
+      for server in "${servers[@]}"; do
+        start_server "$server"
+        echo "  [${SECONDS}s] round $run, $scenario: $server on $ADDR" >&2
+        started=$EPOCHREALTIME
+        # A hard limit per scenario: a server that freezes is reported, not waited for.
+        if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" $QUICK); then
+          result='{"error": "timed out or failed"}'
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || result="${result%\}}, \"server_died\": 1}"
+        worst=$(steal_rate "$result" "$started" "$worst")
+        lines+=("{\"server\": \"$server\", \"scenario\": \"$scenario\", \"run\": $run, \"result\": $result")
+        stop_server
+      done
+      if [ -z "$best_steal" ] || awk "BEGIN { exit !($worst < $best_steal) }"; then
+        best_lines=("${lines[@]}") best_steal=$worst
       fi
-      kill -0 "$SERVER_PID" 2>/dev/null || result="${result%\}}, \"server_died\": 1}"
-      echo "{\"server\": \"$server\", \"scenario\": \"$scenario\", \"run\": $run, \"result\": $result}" >>"$RAW"
-      stop_server
+      if awk "BEGIN { exit !($worst <= $STEAL_LIMIT_MS_PER_S) }"; then break; fi
+      echo "  round $run, $scenario: the host took $worst ms/s from one run" \
+        "$([ "$attempt" -lt "$MAX_ATTEMPTS" ] && echo "- again" || echo "- keeping the least disturbed")" >&2
     done
+    for line in "${best_lines[@]}"; do echo "$line, \"attempts\": $attempts}" >>"$RAW"; done
   done
   for scenario in "${CLUSTER_SCENARIOS[@]}"; do
     setups=(one-node cluster)
