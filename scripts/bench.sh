@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks tcpchat side by side with the chapter's Node chat server and `ncat --chat`:
 # each scenario runs against each server in the same run, on the same machine, with the
-# same parameters. The full run is 3 rounds (ROUNDS=N for more); a round runs every scenario once, and each
-# scenario against the three servers back to back, so a round's servers saw the same
-# machine. Prints markdown tables (medians over the rounds, and tcpchat against the best
-# other server round by round) and writes bench/results/.
+# same parameters. The full run is 3 rounds (ROUNDS=N for more); a round runs every
+# scenario once, and each scenario against the three servers back to back, so a round's
+# servers saw the same machine. Prints markdown tables (medians over the rounds, and
+# tcpchat against the best other server round by round) and writes bench/results/.
 #
 # Each round ends with the cluster comparison (issue 11): fanout and latency against
 # three tcpchat nodes sharing one Redis, the clients spread over the nodes, and against

@@ -1,7 +1,6 @@
 //! The fleet: many clients connected to the server under test, their sockets read by a
 //! few mio threads (reader.rs), a few of them also kept as writers for the senders.
 
-use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -117,9 +116,13 @@ impl Shared {
             .unwrap_or(0)
     }
 
-    /// `client` has seen `sender`'s line `seq` (lines of one sender arrive in order).
+    /// `client` has seen `sender`'s line `seq` (lines of one sender arrive in order); a
+    /// sender beyond [`MAX_SENDERS`] holds nobody back and is not followed.
     pub fn note_seen(&self, client: usize, sender: u64, seq: u64) {
-        if let Some(seen) = self.progress.get(client * MAX_SENDERS + sender as usize) {
+        let sender = sender as usize;
+        if sender < MAX_SENDERS
+            && let Some(seen) = self.progress.get(client * MAX_SENDERS + sender)
+        {
             seen.store(seq, Ordering::Release);
         }
     }
@@ -198,7 +201,10 @@ impl Fleet {
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / per_second);
         let mut failures_in_a_row = 0;
-        let mut connected_indices = HashSet::new();
+        // Nobody holds a sender back until connected.
+        let mut progress: Vec<AtomicU64> = (0..clients * MAX_SENDERS)
+            .map(|_| AtomicU64::new(u64::MAX))
+            .collect();
         for index in 0..clients {
             if give_up.is_some_and(|moment| Instant::now() >= moment) {
                 connect_failures += clients - index;
@@ -226,15 +232,11 @@ impl Fleet {
                 sender_nodes.push(index % nodes);
             }
             stream.set_nonblocking(true)?;
-            connected_indices.insert(index);
+            for seen in &mut progress[index * MAX_SENDERS..(index + 1) * MAX_SENDERS] {
+                *seen.get_mut() = 0;
+            }
             per_reader[index % READER_THREADS].push((index, MioStream::from_std(stream)));
         }
-        let progress = (0..clients * MAX_SENDERS)
-            .map(|slot| {
-                let present = connected_indices.contains(&(slot / MAX_SENDERS));
-                AtomicU64::new(if present { 0 } else { u64::MAX })
-            })
-            .collect();
         let shared = Arc::new(Shared {
             epoch,
             stop: AtomicBool::new(false),

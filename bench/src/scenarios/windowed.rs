@@ -15,7 +15,7 @@ use crate::procfs::{count_fds, proc_sample};
 /// How many of its lines a window-bound sender may have that some client has not read.
 const WINDOW: u64 = 1000;
 
-/// Clients of which some send as fast as a window of unacknowledged lines allows.
+/// Clients of which some send as fast as a window of lines not yet read by all allows.
 pub struct WindowedRun {
     fleet: Fleet,
     target: Target,
