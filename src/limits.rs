@@ -260,10 +260,13 @@ pub(crate) fn release_unused_stack() {
     STACK_RELEASED_AT.set(Some(now));
     let marker = 0u8;
     let in_use = std::ptr::addr_of!(marker) as usize;
-    let Some((low, size)) = STACK.get().or_else(this_thread_stack) else {
+    let Some((low, size)) = STACK.get().or_else(|| {
+        let found = this_thread_stack();
+        STACK.set(found);
+        found
+    }) else {
         return;
     };
-    STACK.set(Some((low, size)));
     // Everything below the page this frame is in (the wait to come needs a few hundred
     // bytes, and takes the next page back if it needs it).
     let end = in_use & !(PAGE - 1);

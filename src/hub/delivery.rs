@@ -130,16 +130,19 @@ impl Delivery {
         self.send_each(ids, clients, &mut blocked, &mut closed);
         let start = Instant::now();
         if !self.waiting.is_empty() && start >= self.next_pass_at {
-            // The pass's cost is the CPU it took, not the time it lasted: a pass preempted
-            // for 10 ms by a busy machine must not hold the next for 40 more.
-            let cpu_before = thread_cpu_time();
             let waiting = std::mem::take(&mut self.waiting);
+            // The pass's cost is the CPU it took, not the time it lasted: a pass preempted
+            // for 10 ms by a busy machine must not hold the next for 40 more. Reading the
+            // thread's CPU clock is a system call, so only a pass that may hold is timed
+            // (`waiting` may list a client twice: it bounds the sends from above).
+            let cpu_before = (waiting.len() >= PACED_PASS_SENDS).then(thread_cpu_time);
             let sends = self.send_each(waiting.into_iter(), clients, &mut blocked, &mut closed);
-            let cost = thread_cpu_time().saturating_sub(cpu_before);
-            self.next_pass_at = if sends >= PACED_PASS_SENDS {
-                start + (cost * PASS_SPACING).min(MAX_PASS_HOLD)
-            } else {
-                start
+            self.next_pass_at = match cpu_before {
+                Some(before) if sends >= PACED_PASS_SENDS => {
+                    let cost = thread_cpu_time().saturating_sub(before);
+                    start + (cost * PASS_SPACING).min(MAX_PASS_HOLD)
+                }
+                _ => start,
             };
         }
         self.blocked = blocked;
