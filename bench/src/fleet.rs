@@ -348,3 +348,43 @@ impl Fleet {
 pub fn patience(clients: usize) -> Duration {
     Duration::from_secs(3) + Duration::from_millis(clients as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shared state for `clients` clients, all connected.
+    fn shared_for(clients: usize) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            counting: AtomicBool::new(true),
+            stalling: AtomicBool::new(false),
+            deliveries: AtomicU64::new(0),
+            progress: (0..clients * MAX_SENDERS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            synced: AtomicUsize::new(0),
+            last_receipt_ns: AtomicU64::new(0),
+            closed: AtomicUsize::new(0),
+            nodes: 1,
+            sender_nodes: vec![0],
+        }
+    }
+
+    #[test]
+    fn a_sender_is_held_back_by_the_slowest_client_but_not_by_itself_or_the_gone() {
+        let shared = shared_for(3);
+        // Sender 0 is client 0: it never sees its own lines.
+        shared.note_seen(1, 0, 900);
+        shared.note_seen(2, 0, 400);
+        assert_eq!(shared.acknowledged(0), 400);
+        shared.forget(2);
+        assert_eq!(shared.acknowledged(0), 900);
+        // Another sender's progress is its own.
+        assert_eq!(shared.acknowledged(1), 0);
+        // A sender beyond MAX_SENDERS is not followed (it would land on another client).
+        shared.note_seen(0, MAX_SENDERS as u64, 7);
+        assert_eq!(shared.acknowledged(0), 900);
+    }
+}
