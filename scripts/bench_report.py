@@ -44,6 +44,8 @@ METRICS = [
     ("latency", "p50_ms", "latency: p50 ms (100 clients, 100 lines/s)", "low"),
     ("latency", "p99_ms", "latency: p99 ms", "low"),
     ("latency", "max_ms", "latency: max ms", "low"),
+    ("latency", "server_switches_per_line", "latency: server context switches per line (all threads)", "low"),
+    ("latency", "server_wait_us_per_line", "latency: server µs per line ready but waiting for a CPU (all threads)", "low"),
     ("capacity", "connected", "capacity: idle clients connected (10,000)", "high"),
     ("capacity", "received", "capacity: clients that got the broadcast", "high"),
     ("capacity", "last_receipt_ms", "capacity: last receipt of the broadcast, ms", "low"),

@@ -13,7 +13,7 @@ use mio::net::TcpStream as MioStream;
 use crate::clock::sleep_until;
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, send_marker};
-use crate::procfs::{context_switches, proc_sample};
+use crate::procfs::{Scheduling, proc_sample, scheduling};
 use crate::reader::{ReaderStats, read_loop};
 
 /// Reader threads: one per core, the load generator must not be the bottleneck.
@@ -60,9 +60,10 @@ impl Target {
             .collect()
     }
 
-    /// Context switches so far of all the target's processes' threads.
-    pub fn context_switches(&self) -> u64 {
-        self.pids.iter().map(|&pid| context_switches(pid)).sum()
+    /// How all the target's processes' threads have been scheduled so far.
+    pub fn scheduling(&self) -> Scheduling {
+        let each = self.pids.iter().map(|&pid| scheduling(pid));
+        each.fold(Scheduling::default(), Scheduling::add)
     }
 
     /// CPU seconds each process used since `before`, an earlier [`Target::cpu_s_each`].

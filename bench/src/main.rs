@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         "fanout-large" => {
             fanout::fanout_large(&target, if quick { (100, 1.0) } else { (500, 3.0) })
         }
-        "latency" => latency::latency(&target, if quick { 1.0 } else { 3.0 }),
+        "latency" => latency::latency(&target, if quick { 1.0 } else { 10.0 }),
         "capacity" => capacity::capacity(&target, if quick { 200 } else { 10_000 }),
         "churn" => churn::churn(&target, if quick { 1.0 } else { 10.0 }),
         "stall" => stall::stall(&target, if quick { (1.0, 2.0) } else { (5.0, 10.0) }),

@@ -35,22 +35,65 @@ pub fn count_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Context switches so far of every thread process `pid` has now (voluntary and not):
-/// a thread-per-connection server pays one for each time a thread waits for its socket.
-pub fn context_switches(pid: u32) -> u64 {
+/// How a process's threads have been scheduled so far, summed over the threads it has now.
+#[derive(Clone, Copy, Default)]
+pub struct Scheduling {
+    /// Context switches, voluntary and not: a thread-per-connection server pays one each
+    /// time a thread waits for its socket.
+    pub switches: u64,
+    /// Nanoseconds the threads were ready to run but waited for a CPU, from the moment they
+    /// were woken (or preempted) to the moment they ran (/proc/PID/task/TID/schedstat).
+    pub waiting_ns: u64,
+}
+
+impl Scheduling {
+    pub fn since(&self, before: &Scheduling) -> Scheduling {
+        Scheduling {
+            switches: self.switches.saturating_sub(before.switches),
+            waiting_ns: self.waiting_ns.saturating_sub(before.waiting_ns),
+        }
+    }
+
+    pub fn add(self, other: Scheduling) -> Scheduling {
+        Scheduling {
+            switches: self.switches + other.switches,
+            waiting_ns: self.waiting_ns + other.waiting_ns,
+        }
+    }
+}
+
+/// Samples how process `pid`'s threads have been scheduled; what cannot be read counts 0.
+pub fn scheduling(pid: u32) -> Scheduling {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return Scheduling::default();
     };
     tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
-        .map(|status| {
-            status
+        .filter_map(|task| Some(task.ok()?.path()))
+        .map(|task| {
+            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+            let switches = status
                 .lines()
                 .filter(|line| line.contains("ctxt_switches:"))
                 .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
+                .sum();
+            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+            let waiting_ns = run_queue_wait_ns(&schedstat);
+            Scheduling {
+                switches,
+                waiting_ns,
+            }
         })
-        .sum()
+        .fold(Scheduling::default(), Scheduling::add)
+}
+
+/// The second of schedstat's "time on CPU, time waiting on a run queue, timeslices", all
+/// in nanoseconds; 0 if it cannot be read.
+fn run_queue_wait_ns(schedstat: &str) -> u64 {
+    schedstat
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn self_cpu_seconds() -> f64 {
@@ -105,4 +148,24 @@ pub fn host_steal_ms() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     steal_ticks * 1000.0 / per_second
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_queue_wait_is_schedstats_second_field() {
+        assert_eq!(run_queue_wait_ns("5000 1234 7\n"), 1234);
+        assert_eq!(run_queue_wait_ns(""), 0);
+        assert_eq!(run_queue_wait_ns("5000 x 7"), 0);
+    }
+
+    #[test]
+    fn a_thread_that_slept_counts_a_switch() {
+        let before = scheduling(std::process::id());
+        // Not a wait for anything: a sleep is the one way to be sure of giving up the CPU.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(scheduling(std::process::id()).since(&before).switches >= 1);
+    }
 }

@@ -14,9 +14,9 @@ use super::{delivery_figures, ratio};
 /// over the target's nodes when it has several.
 pub fn fanout(target: &Target, seconds: f64) -> io::Result<Json> {
     let run = WindowedRun::new(target, 50, 5, seconds)?;
-    let switches_before = target.context_switches();
+    let scheduling_before = target.scheduling();
     let (sent, stats, cpu, elapsed) = run.measure(None)?;
-    let switches = target.context_switches().saturating_sub(switches_before);
+    let switches = target.scheduling().since(&scheduling_before).switches;
     let expected = sent * 49;
     let deliveries = stats.total();
     let json = Json::new()

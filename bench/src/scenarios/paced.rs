@@ -8,15 +8,19 @@ use crate::clock::sleep_until;
 use crate::fleet::{Fleet, Stats, Target, patience};
 use crate::json::Json;
 use crate::marker::send_marker_before;
+use crate::procfs::Scheduling;
 
 use super::ratio;
 
-/// What a paced run measured: its common figures, the fleet's stats, and how many
-/// deliveries there should have been.
+/// What a paced run measured: its common figures, the fleet's stats, how many lines were
+/// sent and deliveries there should have been, and how the server's threads were
+/// scheduled meanwhile.
 pub struct RateRun {
     pub json: Json,
     pub stats: Stats,
+    pub sent: u64,
     pub expected: u64,
+    pub scheduling: Scheduling,
 }
 
 /// `clients` connected, `senders` of them sending `per_second` lines each for `seconds`.
@@ -30,6 +34,7 @@ pub fn rate_run(
     let fleet = Fleet::connect(target, clients, 2000.0)?;
     fleet.sync(patience(clients))?;
     let cpu_before = target.cpu_s_each();
+    let scheduling_before = target.scheduling();
     let start = Instant::now();
     let threads = spawn_paced_senders(
         &fleet,
@@ -44,6 +49,7 @@ pub fn rate_run(
     fleet.settle(Duration::from_secs(2));
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_by_process = target.cpu_s_since(&cpu_before);
+    let scheduling = target.scheduling().since(&scheduling_before);
     let cpu = cpu_by_process.iter().sum();
     let mut stats = fleet.finish();
     stats.server_cpu_s_by_process = cpu_by_process;
@@ -56,7 +62,9 @@ pub fn rate_run(
     Ok(RateRun {
         json,
         stats,
+        sent,
         expected,
+        scheduling,
     })
 }
 
