@@ -54,6 +54,8 @@ METRICS = [
     ("capacity", "server_threads", "capacity: server threads", ""),
     ("churn", "connections_per_s", "churn: connections/s (8 loops)", "high"),
     ("churn", "errors", "churn: errors", ""),
+    ("churn", "server_switches_per_connection", "churn: server context switches per connection (all threads)", "low"),
+    ("churn", "server_wait_us_per_connection", "churn: server µs per connection ready but waiting for a CPU (all threads)", "low"),
     ("churn", "fds_before", "churn: server fds before", ""),
     ("churn", "fds_after", "churn: server fds after", ""),
     ("churn", "threads_before", "churn: server threads before", ""),

@@ -13,6 +13,7 @@ use crate::procfs::proc_sample;
 /// 8 loops of [`churn_once`] for `seconds`.
 pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
     let before = proc_sample(target.pid());
+    let scheduling_before = target.scheduling();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let addr = target.addr();
     let loops: Vec<_> = (0..8)
@@ -37,6 +38,9 @@ pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // Read before the server's idle threads end (a thread's counts go with it).
+    let scheduling = target.scheduling().since(&scheduling_before);
+    let connections = done.max(1) as f64;
     // Give the server a moment to close and join what it still holds.
     let settle = Instant::now() + Duration::from_secs(3);
     let mut after = proc_sample(target.pid());
@@ -47,6 +51,15 @@ pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
     Ok(Json::new()
         .num("connections_per_s", done as f64 / elapsed)
         .num("errors", errors as f64)
+        // What a connection costs the server in scheduling, all its threads together.
+        .num(
+            "server_switches_per_connection",
+            scheduling.switches as f64 / connections,
+        )
+        .num(
+            "server_wait_us_per_connection",
+            scheduling.waiting_ns as f64 / 1e3 / connections,
+        )
         .num("fds_before", before.fds as f64)
         .num("fds_after", after.fds as f64)
         .num("threads_before", before.threads as f64)
