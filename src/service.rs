@@ -61,6 +61,40 @@ impl Connection {
         }
     }
 
+    /// Blocks, like [`Connection::receive`], until the client sends something or the
+    /// connection ends, but leaves what arrived in the socket and needs no buffer: `None`
+    /// when there is something to read, else how the connection ended. Plain TCP only (a
+    /// TLS session may hold decrypted bytes that the socket no longer shows).
+    pub(crate) fn wait_for_data(&self) -> Option<Received<'static>> {
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: recv writes at most one byte into `byte`, which outlives the call.
+            let peeked = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK,
+                )
+            };
+            if peeked > 0 {
+                return None;
+            }
+            if peeked == 0 {
+                return Some(Received::Closed);
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Some(if timed_out(&error) {
+                Received::IdleTimeout
+            } else {
+                Received::Failed(error)
+            });
+        }
+    }
+
     /// Reads what the client sent, decrypted if it speaks TLS.
     pub(crate) fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
         match &self.tls {
