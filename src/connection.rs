@@ -15,13 +15,10 @@ use crate::service::{Connection, Received};
 use crate::transport::telnet::Terminal;
 use crate::transport::{DirectOutput, Transport};
 
-/// Bytes read per system call. Small on purpose: a busy client's thread keeps the buffer
-/// (on the heap), and a larger one measured no faster in fanout (the senders' windows, not
-/// the buffer, bound a read).
+/// Bytes read per system call. Small on purpose: a client that has said something keeps
+/// the buffer (on the heap) while it is connected, and a larger one measured no faster in
+/// fanout (the senders' windows, not the buffer, bound a read).
 const READ_CHUNK: usize = 1024;
-/// A client that kept its thread waiting this long is called idle, and its thread waits
-/// for the next bytes without a read buffer (see `TcpInput::read`).
-const LONG_WAIT: Duration = Duration::from_secs(1);
 /// How long a client that quit or idled out has to close after the hub's goodbye (the
 /// hub closes the sending side; see `Connection::wait_for_close`).
 const LINGER: Duration = Duration::from_secs(2);
@@ -113,11 +110,9 @@ pub(crate) enum End {
 pub(crate) struct TcpInput {
     decoder: LineDecoder,
     terminal: Terminal,
-    /// On the heap (a thread's stack stays within the pages it touches anyway), and only
-    /// while the client is busy.
+    /// On the heap (a thread's stack stays within the pages it touches anyway), from the
+    /// client's first bytes on.
     chunk: Option<Box<[u8]>>,
-    /// The client's last wait took [`LONG_WAIT`] or more (a new client counts as idle).
-    idle: bool,
     telnet_free: Vec<u8>,
 }
 
@@ -127,7 +122,6 @@ impl TcpInput {
             decoder: LineDecoder::new(max_line),
             terminal: Terminal::default(),
             chunk: None,
-            idle: true,
             telnet_free: Vec::new(),
         }
     }
@@ -142,21 +136,19 @@ impl ClientInput for TcpInput {
         // Most clients wait far longer than they work: what the work (the join, a burst of
         // lines) touched of the stack goes back before the wait.
         crate::limits::release_unused_stack();
-        // Most of a room is idle most of the time: an idle client's thread gives its read
-        // buffer back and waits for the next bytes without one (1 KiB per client less at
-        // 10,000 idle clients), at the price of a second system call for its next read. A
-        // busy client keeps its buffer, and each of its reads stays one system call.
-        let wait_started = Instant::now();
-        let received = if self.idle && connection.tls.is_none() {
-            self.chunk = None;
-            match connection.wait_for_data() {
-                None => connection.receive(self.chunk.get_or_insert_with(read_buffer)),
-                Some(end) => end,
-            }
+        // Many clients never say anything (a lecture's audience): until its client's first
+        // bytes arrive, a thread waits without a read buffer (1 KiB less per such client),
+        // at the price of a second system call for that first read. The buffer is kept
+        // from then on: given back, it would stay in this thread's free list anyway.
+        let waited = if self.chunk.is_none() && connection.tls.is_none() {
+            connection.wait_for_data()
         } else {
-            connection.receive(self.chunk.get_or_insert_with(read_buffer))
+            Ok(())
         };
-        self.idle = wait_started.elapsed() >= LONG_WAIT;
+        let received = match waited {
+            Ok(()) => connection.receive(self.chunk.get_or_insert_with(read_buffer)),
+            Err(end) => end,
+        };
         let terminal = &mut self.terminal;
         match received {
             Received::Data(bytes) => {

@@ -62,36 +62,18 @@ impl Connection {
     }
 
     /// Blocks, like [`Connection::receive`], until the client sends something or the
-    /// connection ends, but leaves what arrived in the socket and needs no buffer: `None`
+    /// connection ends, but leaves what arrived in the socket and needs no buffer: `Ok`
     /// when there is something to read, else how the connection ended. Plain TCP only (a
     /// TLS session may hold decrypted bytes that the socket no longer shows).
-    pub(crate) fn wait_for_data(&self) -> Option<Received<'static>> {
-        let mut byte = [0u8; 1];
+    pub(crate) fn wait_for_data(&self) -> Result<(), Received<'static>> {
         loop {
-            // SAFETY: recv writes at most one byte into `byte`, which outlives the call.
-            let peeked = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    byte.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK,
-                )
+            return match self.stream.peek(&mut [0u8; 1]) {
+                Ok(0) => Err(Received::Closed),
+                Ok(_) => Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if timed_out(&error) => Err(Received::IdleTimeout),
+                Err(error) => Err(Received::Failed(error)),
             };
-            if peeked > 0 {
-                return None;
-            }
-            if peeked == 0 {
-                return Some(Received::Closed);
-            }
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Some(if timed_out(&error) {
-                Received::IdleTimeout
-            } else {
-                Received::Failed(error)
-            });
         }
     }
 

@@ -2,6 +2,7 @@
 //! descriptor limit it needs for thousands of connections.
 
 use std::io;
+use std::path::Path;
 
 /// One look at a process: CPU time so far, resident memory, threads, open descriptors.
 pub struct ProcSample {
@@ -68,22 +69,23 @@ pub fn scheduling(pid: u32) -> Scheduling {
         return Scheduling::default();
     };
     tasks
-        .filter_map(|task| Some(task.ok()?.path()))
-        .map(|task| {
-            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-            let switches = status
-                .lines()
-                .filter(|line| line.contains("ctxt_switches:"))
-                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum();
-            let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
-            let waiting_ns = run_queue_wait_ns(&schedstat);
-            Scheduling {
-                switches,
-                waiting_ns,
-            }
-        })
+        .filter_map(|task| Some(task_scheduling(&task.ok()?.path())))
         .fold(Scheduling::default(), Scheduling::add)
+}
+
+/// One thread's figures, from its /proc/PID/task/TID directory.
+fn task_scheduling(task: &Path) -> Scheduling {
+    let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+    let switches = status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+    Scheduling {
+        switches,
+        waiting_ns: run_queue_wait_ns(&schedstat),
+    }
 }
 
 /// The second of schedstat's "time on CPU, time waiting on a run queue, timeslices", all
@@ -163,9 +165,11 @@ mod tests {
 
     #[test]
     fn a_thread_that_slept_counts_a_switch() {
-        let before = scheduling(std::process::id());
+        // This thread alone: other tests' threads may end between the two readings.
+        let this_thread = Path::new("/proc/thread-self");
+        let before = task_scheduling(this_thread);
         // Not a wait for anything: a sleep is the one way to be sure of giving up the CPU.
         std::thread::sleep(std::time::Duration::from_millis(1));
-        assert!(scheduling(std::process::id()).since(&before).switches >= 1);
+        assert!(task_scheduling(this_thread).since(&before).switches >= 1);
     }
 }

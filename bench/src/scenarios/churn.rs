@@ -38,7 +38,8 @@ pub fn churn(target: &Target, seconds: f64) -> io::Result<Json> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    // Read before the server's idle threads end (a thread's counts go with it).
+    // Read at once: a thread's counts go with it, and a server's idle connection threads
+    // may end soon (tcpchat's wait 2 s for the next client; during the run they are reused).
     let scheduling = target.scheduling().since(&scheduling_before);
     let connections = done.max(1) as f64;
     // Give the server a moment to close and join what it still holds.
