@@ -13,8 +13,8 @@
 # would hand the previous run's marked lines to the next run's clients. Skipped, with a
 # note, without redis-server.
 #
-#   scripts/bench.sh           the full run (about 15 minutes on 2 cores)
-#   ROUNDS=5 scripts/bench.sh  five rounds (about 25 minutes): steadier medians
+#   scripts/bench.sh           the full run (about 17 minutes on 2 cores the host leaves alone)
+#   ROUNDS=5 scripts/bench.sh  five rounds (about 28 minutes): steadier medians
 #   scripts/bench.sh --quick   a smoke test of the harness (about a minute), as CI runs it
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -493,9 +493,10 @@ note3 = ("The big room under churn: each server against itself, in the same roun
          " wait for the server's first line; Node sends none of its own, so its loops wait for the"
          " next line said in the room.")
 note6 = ("CPU time the machine's host took from it (steal in /proc/stat, all CPUs) during each"
-         " run: a round whose tail stands out for one server alone usually has it. When the host"
-         " took more than 20 ms per second from any server's run, the scenario ran again for all"
-         " three, up to 3 tries, and the try it disturbed least was kept.")
+         " run: a round whose tail stands out for one server alone usually has it."
+         + ("" if quick else " When the host took more than 20 ms per second from any server's"
+            " run, the scenario ran again for all three, up to 3 tries, and the try it disturbed"
+            " least was kept."))
 report = (f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note6}\n\n{table6}\n\n"
           f"{note3}\n\n{table3}\n")
 if has_cluster:
