@@ -4,9 +4,10 @@
 
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
+
+use crate::os_thread::OsThread;
 
 /// Number of a connection, unique for the life of the server, counting from 1.
 pub type ConnectionId = u64;
@@ -23,7 +24,7 @@ pub(crate) enum Control {
         stream: Arc<TcpStream>,
     },
     /// The acceptor started connection thread number `worker`.
-    WorkerStarted { worker: u64, thread: JoinHandle<()> },
+    WorkerStarted { worker: u64, thread: OsThread },
     /// Connection thread `worker` has ended (its guard sends this however it ends).
     WorkerEnded(u64),
     /// A connection has ended; sent by its slot guard however its service returns.

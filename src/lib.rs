@@ -30,6 +30,7 @@ pub mod error;
 mod hub;
 pub mod limits;
 pub mod metrics;
+mod os_thread;
 mod outbox;
 pub mod protocol;
 pub mod rate;

@@ -12,9 +12,9 @@ use parking_lot::Mutex;
 
 use crate::control::{ConnectionId, Control};
 
-/// Memory mappings one thread costs: its stack, the guard page below it, and the
-/// allocator arena and signal stack that glibc and std may add.
-const MAPPINGS_PER_THREAD: usize = 4;
+/// Memory mappings one connection thread costs: its stack and the guard page below it
+/// (os_thread.rs: no signal stack; glibc's allocator arenas are few and shared).
+const MAPPINGS_PER_THREAD: usize = 2;
 /// Threads and descriptors kept for everything that is not a client (the acceptor, hub and
 /// supervisor, log output, the files of dump and send, the program's own mappings): a
 /// sixteenth of each limit, at least 8 and at most 256.
@@ -157,7 +157,7 @@ pub struct Ceiling {
 }
 
 /// Each client is a thread and a file descriptor. Threads run out at vm.max_map_count /
-/// MAPPINGS_PER_THREAD (about 16,000 with the default 65530) long before memory, and a
+/// MAPPINGS_PER_THREAD (about 32,000 with the default 65530) long before memory, and a
 /// thread that cannot map its stack makes spawn fail (or the process abort), so the
 /// server must know the ceiling rather than find it.
 pub fn connection_ceiling() -> Ceiling {
@@ -260,6 +260,15 @@ pub(crate) fn release_unused_stack() {
     STACK_RELEASED_AT.set(Some(now));
     let marker = 0u8;
     let in_use = std::ptr::addr_of!(marker) as usize;
+    // A stack is touched from the top down without gaps (Rust probes every page of a
+    // large frame), so when the page below this one is not resident, none below it is:
+    // nothing to give back, and no need to ask for the stack's bounds. That keeps idle
+    // threads from asking at all: pthread_getattr_np allocates and frees, and an idle
+    // thread would keep the freed 256 bytes in its malloc cache for as long as it waits.
+    let below = (in_use & !(PAGE - 1)).wrapping_sub(PAGE);
+    if !is_resident(below) {
+        return;
+    }
     let Some((low, size)) = STACK.get().or_else(|| {
         let found = this_thread_stack();
         STACK.set(found);
@@ -278,6 +287,15 @@ pub(crate) fn release_unused_stack() {
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
     }
+}
+
+/// Whether the page at `page` (page-aligned) is in memory; false if it is not mapped.
+fn is_resident(page: usize) -> bool {
+    let mut state = 0u8;
+    // SAFETY: mincore writes one byte per page asked about into `state`; an address that
+    // is not mapped makes it fail (ENOMEM), it does not fault.
+    let result = unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut state) };
+    result == 0 && state & 1 != 0
 }
 
 /// The calling thread's stack: its lowest address and its size.

@@ -24,6 +24,7 @@ use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
 use crate::limits::{ConnectionSlot, Places};
 use crate::metrics::{self, Metrics};
+use crate::os_thread::{self, OsThread};
 use crate::service::{Connection, Service};
 use crate::shutdown::Supervisor;
 use crate::sys::{SEND_NOW, poll};
@@ -165,10 +166,14 @@ impl Server {
         let (control_sender, control_receiver) = crossbeam_channel::unbounded();
         let shutdown = ShutdownHandle::new(control_sender.clone());
         let (parked, waiting_for_jobs) = crossbeam_channel::bounded(0);
+        let workers = Arc::new(Workers {
+            service: Arc::clone(&service),
+            control: control_sender.clone(),
+            waiting_for_jobs,
+        });
         let acceptor = Acceptor {
             listeners,
             config: config.clone(),
-            service: Arc::clone(&service),
             control: control_sender,
             shutdown: shutdown.clone(),
             places: Places::new(config.max_clients, config.max_per_ip),
@@ -177,7 +182,7 @@ impl Server {
             in_error_burst: false,
             metrics: Arc::clone(&metrics),
             parked,
-            waiting_for_jobs,
+            workers,
             next_worker: 1,
         };
         let acceptor_thread = thread::Builder::new()
@@ -271,7 +276,6 @@ struct Acceptor {
     /// The main listener first, then the web and metrics ones if any.
     listeners: Vec<(TcpListener, Transport)>,
     config: Config,
-    service: Arc<dyn Service>,
     control: Sender<Control>,
     shutdown: ShutdownHandle,
     places: Places,
@@ -281,9 +285,18 @@ struct Acceptor {
     metrics: Arc<Metrics>,
     /// Hands a connection to a thread that waits for one (zero capacity: only a thread
     /// waiting right now takes it). Dropped with the acceptor, which ends the waiting.
-    parked: Sender<Box<Job>>,
-    waiting_for_jobs: Receiver<Box<Job>>,
+    parked: Sender<Job>,
+    /// What every connection thread shares.
+    workers: Arc<Workers>,
     next_worker: u64,
+}
+
+/// What the connection threads share: one reference each instead of a copy of each part.
+struct Workers {
+    service: Arc<dyn Service>,
+    control: Sender<Control>,
+    /// Where a thread that finished its client waits for the next.
+    waiting_for_jobs: Receiver<Job>,
 }
 
 #[derive(PartialEq)]
@@ -433,21 +446,20 @@ impl Acceptor {
         });
         // A thread that finished its last client waits a moment for the next: taking it
         // costs a wake-up, where a new thread costs a stack mapped and unmapped.
-        // Boxed: a thread's start copies its closure through several frames of std's.
-        let job = match self.parked.try_send(Box::new(Job { connection, slot })) {
+        let job = match self.parked.try_send(Job { connection, slot }) {
             Ok(()) => return true,
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
         };
         let worker = self.next_worker;
-        let (service, control) = (Arc::clone(&self.service), self.control.clone());
-        let waiting = self.waiting_for_jobs.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{worker}"))
-            .stack_size(self.config.thread_stack_size)
-            .spawn(move || {
-                let _ended = WorkerEnded { worker, control };
-                run_worker(job, &*service, &waiting);
-            });
+        let workers = Arc::clone(&self.workers);
+        let spawned = OsThread::spawn(self.config.thread_stack_size, move || {
+            os_thread::set_name(format_args!("conn-{worker}"));
+            let _ended = WorkerEnded {
+                worker,
+                control: &workers.control,
+            };
+            run_worker(job, &*workers.service, &workers.waiting_for_jobs);
+        });
         match spawned {
             Ok(thread) => {
                 self.next_worker += 1;
@@ -489,10 +501,10 @@ const WORKER_IDLE: Duration = Duration::from_secs(2);
 
 /// A connection thread: serves its first client, then whoever the acceptor hands it next,
 /// one at a time, until none comes within [`WORKER_IDLE`] or the acceptor is gone.
-fn run_worker(first: Box<Job>, service: &dyn Service, jobs: &Receiver<Box<Job>>) {
+fn run_worker(first: Job, service: &dyn Service, jobs: &Receiver<Job>) {
     let mut job = first;
     loop {
-        serve_job(*job, service);
+        serve_job(job, service);
         job = match next_job(jobs) {
             Some(next) => next,
             None => return,
@@ -515,17 +527,17 @@ fn serve_job(job: Job, service: &dyn Service) {
 }
 
 #[inline(never)]
-fn next_job(jobs: &Receiver<Box<Job>>) -> Option<Box<Job>> {
+fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
     jobs.recv_timeout(WORKER_IDLE).ok()
 }
 
 /// Tells the supervisor a connection thread ended, however it ends (a panic included).
-struct WorkerEnded {
+struct WorkerEnded<'a> {
     worker: u64,
-    control: Sender<Control>,
+    control: &'a Sender<Control>,
 }
 
-impl Drop for WorkerEnded {
+impl Drop for WorkerEnded<'_> {
     fn drop(&mut self) {
         let _ = self.control.send(Control::WorkerEnded(self.worker));
     }

@@ -20,6 +20,7 @@ use socket2::SockRef;
 
 use crate::control::{ConnectionId, Control};
 use crate::error::Error;
+use crate::os_thread::OsThread;
 use crate::service::Service;
 use crate::sys::SEND_NOW;
 
@@ -79,7 +80,7 @@ pub(crate) struct Supervisor {
     drain_timeout: Duration,
     connections: HashMap<ConnectionId, TrackedConnection>,
     /// Connection threads, each serving one connection at a time, joined when they end.
-    workers: HashMap<u64, JoinHandle<()>>,
+    workers: HashMap<u64, OsThread>,
     /// Threads whose end was reported before their start.
     workers_ended_early: HashSet<u64>,
 }
@@ -253,7 +254,7 @@ impl Supervisor {
 }
 
 /// Joins a connection thread that has ended (at once: it has no more work).
-fn join_worker(worker: u64, thread: JoinHandle<()>) {
+fn join_worker(worker: u64, thread: OsThread) {
     if thread.join().is_err() {
         warn!("connection thread {worker} panicked; the server carries on");
     }
