@@ -2,9 +2,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::Sender;
 use log::info;
 use parking_lot::Mutex;
 
@@ -29,7 +29,7 @@ const HUB_QUEUE_CAPACITY: usize = 1024;
 
 /// The chat room of the chapter: every line goes to everyone else.
 pub struct Chat {
-    events: Sender<Event>,
+    events: SyncSender<Event>,
     /// With `--cluster`: its threads, stopped after the hub.
     cluster: Mutex<Option<Cluster>>,
     transcript: Option<Arc<AppendFile>>,
@@ -43,7 +43,11 @@ pub struct Chat {
 impl Chat {
     /// Starts the hub thread.
     pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Chat, Error> {
-        let (events, receiver) = crossbeam_channel::bounded(HUB_QUEUE_CAPACITY);
+        // std's bounded channel (its port of crossbeam's), not crossbeam's own: waking a
+        // waiting receiver, crossbeam asks for the sender's `thread::current()`, which
+        // allocates in a thread std did not start (os_thread.rs), and a thread's first
+        // allocation costs it glibc's 0.65 KiB per-thread cache for as long as it lives.
+        let (events, receiver) = mpsc::sync_channel(HUB_QUEUE_CAPACITY);
         let motd = match &config.motd {
             Some(path) => Some(read_motd(path)?),
             None => None,
@@ -201,7 +205,7 @@ fn handshake(tls: &Tls, connection: &mut Connection) -> bool {
 
 /// A chat client on the main port.
 #[inline(never)]
-fn serve_tcp(connection: Connection, hub: &Sender<Event>, limits: ClientLimits) {
+fn serve_tcp(connection: Connection, hub: &SyncSender<Event>, limits: ClientLimits) {
     let mut input = TcpInput::new(limits.max_line);
     connection::serve_client(connection, hub, limits, &mut input);
 }

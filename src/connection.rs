@@ -1,9 +1,9 @@
 //! One chat client's thread: reads lines, parses them, hands them to the hub, and makes
 //! sure the hub hears exactly once that the client left, however the thread ends.
 
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use log::debug;
 
 use crate::control::ConnectionId;
@@ -27,7 +27,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// `input` is how its bytes arrive (plain TCP with telnet, or WebSocket frames).
 pub(crate) fn serve_client(
     connection: Connection,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     limits: ClientLimits,
     input: &mut dyn ClientInput,
 ) {
@@ -203,7 +203,7 @@ pub(crate) struct ClientLimits {
 #[inline(never)] // see serve_client
 fn forward(
     connection: &Connection,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     mut direct: Option<Box<DirectOutput>>,
     inputs: Vec<Input>,
     flood_control: &mut Option<TokenBucket>,
@@ -270,7 +270,7 @@ fn take_quit(inputs: &mut Vec<Input>) -> Option<Option<String>> {
 /// The client's place in the chat: dropping it tells the hub the client left, exactly once.
 struct Presence<'a> {
     id: ConnectionId,
-    hub: &'a Sender<Event>,
+    hub: &'a SyncSender<Event>,
     reason: LeaveReason,
 }
 

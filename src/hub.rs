@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use log::info;
 
 use crate::append::AppendFile;
@@ -172,11 +173,13 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
                 Ok(event) => Some(event),
                 Err(_) => return,
             },
-            Some(wake_at) => match events.recv_deadline(wake_at) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
+            Some(wake_at) => {
+                match events.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
         };
         let mut stop = false;
         if let Some(event) = first {

@@ -14,9 +14,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{info, warn};
 use parking_lot::Mutex;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
@@ -101,11 +102,11 @@ type Failure = Box<(redis::RedisError, Vec<Outgoing>)>;
 /// Whether each of the two connections works; the hub hears when both together change.
 pub(crate) struct LinkState {
     inner: Mutex<(bool, bool, bool)>,
-    hub: Sender<Event>,
+    hub: SyncSender<Event>,
 }
 
 impl LinkState {
-    pub(crate) fn new(hub: Sender<Event>) -> Arc<LinkState> {
+    pub(crate) fn new(hub: SyncSender<Event>) -> Arc<LinkState> {
         Arc::new(LinkState {
             inner: Mutex::new((false, false, false)),
             hub,
@@ -176,7 +177,7 @@ impl Outage {
 pub(crate) fn run_writer(
     settings: ClusterSettings,
     requests: Receiver<Outgoing>,
-    hub: Sender<Event>,
+    hub: SyncSender<Event>,
     link: Arc<LinkState>,
 ) {
     let mut connection: Option<redis::Connection> = None;
@@ -332,7 +333,7 @@ fn unregister(con: &mut redis::Connection, settings: &ClusterSettings) {
 fn heartbeat(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
 ) -> Result<(), Failure> {
     let failed = |error| Box::new((error, Vec::new()));
     lease(con, settings).map_err(failed)?;
@@ -369,7 +370,7 @@ fn execute(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
     request: Outgoing,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
 ) -> Result<(), Failure> {
     match request {
         Outgoing::Publish(envelope) => publish(con, vec![envelope]),
@@ -458,7 +459,7 @@ fn publish(con: &mut redis::Connection, batch: Vec<Envelope>) -> Result<(), Fail
 }
 
 /// What the hub asked for while the link is down goes back to it, answered locally.
-fn refuse(request: Outgoing, hub: &Sender<Event>) {
+fn refuse(request: Outgoing, hub: &SyncSender<Event>) {
     let answer = match request {
         Outgoing::Publish(envelope) => Incoming::Unpublished(envelope),
         Outgoing::ClaimNick { id, nick, .. } => Incoming::NickClaimed {
@@ -476,7 +477,7 @@ fn refuse(request: Outgoing, hub: &Sender<Event>) {
 /// connection it loads the recent entries for the rooms' history.
 pub(crate) fn run_reader(
     settings: ClusterSettings,
-    hub: Sender<Event>,
+    hub: SyncSender<Event>,
     link: Arc<LinkState>,
     stop: Arc<AtomicBool>,
 ) {
@@ -522,7 +523,7 @@ pub(crate) fn run_reader(
 fn load_history(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
 ) -> redis::RedisResult<String> {
     let reply: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(STREAM)
@@ -545,7 +546,7 @@ fn load_history(
 /// Follows the stream until an error or `stop`.
 fn follow(
     con: &mut redis::Connection,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     stop: &AtomicBool,
     last_id: Option<&mut String>,
     away_until: Option<u64>,

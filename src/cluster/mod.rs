@@ -21,6 +21,7 @@ pub(crate) mod wire;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
@@ -113,7 +114,10 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts the writer and reader threads; they connect in the background, so that a
     /// node starts (and chats locally) whether Redis answers or not.
-    pub(crate) fn start(settings: ClusterSettings, hub: Sender<Event>) -> Result<Cluster, Error> {
+    pub(crate) fn start(
+        settings: ClusterSettings,
+        hub: SyncSender<Event>,
+    ) -> Result<Cluster, Error> {
         let (requests, receiver) = crossbeam_channel::unbounded();
         let state = link::LinkState::new(hub.clone());
         let stop_reader = Arc::new(AtomicBool::new(false));

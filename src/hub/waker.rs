@@ -7,9 +7,10 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use log::warn;
 
 use super::Event;
@@ -31,7 +32,7 @@ pub(crate) struct WritableWatch {
 impl WritableWatch {
     /// Starts the thread; `hub` receives [`Event::Writable`]. Without a thread (none could
     /// be started) the hub still retries on its timer.
-    pub(crate) fn start(hub: Sender<Event>) -> WritableWatch {
+    pub(crate) fn start(hub: SyncSender<Event>) -> WritableWatch {
         let (sockets, receiver) = crossbeam_channel::unbounded();
         let armed = Arc::new(AtomicBool::new(true));
         let mut watch = WritableWatch {
@@ -84,7 +85,7 @@ impl Drop for WritableWatch {
 fn run(
     sockets: &Receiver<Vec<RawFd>>,
     mut nudges: io::PipeReader,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     armed: &AtomicBool,
 ) {
     let mut watched: Vec<RawFd> = Vec::new();

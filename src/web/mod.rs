@@ -10,9 +10,9 @@
 pub(crate) mod http;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use log::{debug, info};
 
 use crate::connection::{self, ClientLimits};
@@ -42,7 +42,7 @@ pub(crate) struct WebSettings {
 #[inline(never)] // its frame only for web connections: see connection::serve_client
 pub(crate) fn serve(
     connection: Connection,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     limits: ClientLimits,
     settings: &WebSettings,
 ) {
@@ -96,7 +96,7 @@ pub(crate) fn serve(
 /// Checks the WebSocket handshake and hands the connection to the chat.
 fn upgrade(
     connection: Connection,
-    hub: &Sender<Event>,
+    hub: &SyncSender<Event>,
     limits: ClientLimits,
     settings: &WebSettings,
     request: Request,
