@@ -15,6 +15,10 @@ use crate::control::{ConnectionId, Control};
 /// Memory mappings one connection thread costs: its stack and the guard page below it
 /// (os_thread.rs: no signal stack; glibc's allocator arenas are few and shared).
 const MAPPINGS_PER_THREAD: usize = 2;
+/// Mappings kept for everything else before the threads are counted: the program and its
+/// libraries, the other threads (std's cost 4 each), the allocator's arenas as they grow,
+/// the hub's large tables (each its own mapping). About 300 at 20,000 clients.
+const MAPPINGS_KEPT: usize = 2048;
 /// Threads and descriptors kept for everything that is not a client (the acceptor, hub and
 /// supervisor, log output, the files of dump and send, the program's own mappings): a
 /// sixteenth of each limit, at least 8 and at most 256.
@@ -157,13 +161,14 @@ pub struct Ceiling {
 }
 
 /// Each client is a thread and a file descriptor. Threads run out at vm.max_map_count /
-/// MAPPINGS_PER_THREAD (about 32,000 with the default 65530) long before memory, and a
+/// MAPPINGS_PER_THREAD (about 31,700 with the default 65530) long before memory, and a
 /// thread that cannot map its stack makes spawn fail (or the process abort), so the
 /// server must know the ceiling rather than find it.
 pub fn connection_ceiling() -> Ceiling {
     let mut candidates = Vec::new();
     if let Some(maps) = read_proc_number("/proc/sys/vm/max_map_count") {
-        candidates.push((maps / MAPPINGS_PER_THREAD, "vm.max_map_count"));
+        let for_threads = maps.saturating_sub(MAPPINGS_KEPT);
+        candidates.push((for_threads / MAPPINGS_PER_THREAD, "vm.max_map_count"));
     }
     if let Some(threads) = read_proc_number("/proc/sys/kernel/threads-max") {
         candidates.push((threads, "kernel.threads-max"));
@@ -249,7 +254,10 @@ thread_local! {
 /// makes the join's send take the slow, deeper path), and an idle client should not keep
 /// it. Once a second is enough for that, and keeps a busy client's reads free of the cost.
 pub(crate) fn release_unused_stack() {
-    const PAGE: usize = 4096;
+    /// Stack kept below this frame's variables: the rest of this frame and the system calls
+    /// it makes must stay on pages that are not given back (a return address zeroed under
+    /// a call would crash it).
+    const MARGIN: usize = 1024;
     let now = Instant::now();
     if STACK_RELEASED_AT
         .get()
@@ -260,13 +268,16 @@ pub(crate) fn release_unused_stack() {
     STACK_RELEASED_AT.set(Some(now));
     let marker = 0u8;
     let in_use = std::ptr::addr_of!(marker) as usize;
+    let page = page_size();
+    // Everything below the page that holds the margin (the wait to come needs a few
+    // hundred bytes, and takes the next page back if it needs it).
+    let end = in_use.saturating_sub(MARGIN) & !(page - 1);
     // A stack is touched from the top down without gaps (Rust probes every page of a
-    // large frame), so when the page below this one is not resident, none below it is:
+    // large frame), so when the page below `end` is not resident, none below it is:
     // nothing to give back, and no need to ask for the stack's bounds. That keeps idle
     // threads from asking at all: pthread_getattr_np allocates and frees, and an idle
     // thread would keep the freed 256 bytes in its malloc cache for as long as it waits.
-    let below = (in_use & !(PAGE - 1)).wrapping_sub(PAGE);
-    if !is_resident(below) {
+    if !is_resident(end.wrapping_sub(page)) {
         return;
     }
     let Some((low, size)) = STACK.get().or_else(|| {
@@ -276,26 +287,31 @@ pub(crate) fn release_unused_stack() {
     }) else {
         return;
     };
-    // Everything below the page this frame is in (the wait to come needs a few hundred
-    // bytes, and takes the next page back if it needs it).
-    let end = in_use & !(PAGE - 1);
     if in_use < low || in_use >= low + size || end <= low {
         return;
     }
-    // SAFETY: [low, end) is this thread's own stack below the page holding this frame, so
-    // below every frame in use; nothing lives there that anyone will read before writing.
+    // SAFETY: [low, end) is this thread's own stack, at least MARGIN bytes below this
+    // frame's variables, so below every frame in use (this one's and the call's own
+    // included); nothing lives there that anyone will read before writing.
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
     }
 }
 
-/// Whether the page at `page` (page-aligned) is in memory; false if it is not mapped.
-fn is_resident(page: usize) -> bool {
+/// Whether the page at `address` (page-aligned) is in memory; false if it is not mapped.
+fn is_resident(address: usize) -> bool {
     let mut state = 0u8;
     // SAFETY: mincore writes one byte per page asked about into `state`; an address that
     // is not mapped makes it fail (ENOMEM), it does not fault.
-    let result = unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut state) };
+    let result = unsafe { libc::mincore(address as *mut libc::c_void, 1, &mut state) };
     result == 0 && state & 1 != 0
+}
+
+/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some ARM kernels).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a value the kernel gave the process at start.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
 }
 
 /// The calling thread's stack: its lowest address and its size.
@@ -319,6 +335,33 @@ fn this_thread_stack() -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes a buffer of `N` bytes on the stack; returns its lowest address.
+    #[inline(never)]
+    fn touch_stack<const N: usize>() -> usize {
+        let buffer = std::hint::black_box([1u8; N]);
+        buffer.as_ptr() as usize
+    }
+
+    #[test]
+    fn stack_pages_below_the_caller_are_given_back_and_its_own_kept() {
+        let thread = std::thread::Builder::new().stack_size(256 * 1024);
+        let (deep_page_kept, own_page_kept) = thread
+            .spawn(|| {
+                let page = page_size();
+                let deep_page = touch_stack::<{ 64 * 1024 }>() & !(page - 1);
+                assert!(is_resident(deep_page), "the buffer's pages were touched");
+                release_unused_stack();
+                let marker = 0u8;
+                let own_page = std::ptr::addr_of!(marker) as usize & !(page - 1);
+                (is_resident(deep_page), is_resident(own_page))
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        assert!(!deep_page_kept);
+        assert!(own_page_kept);
+    }
 
     #[test]
     fn places_are_limited_in_total_and_per_address_and_given_back() {

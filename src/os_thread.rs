@@ -7,9 +7,10 @@
 //! names, a shared handle and result packet, and spawn hooks: about 0.8 KiB of heap and
 //! two mappings per thread (measured with heaptrack and /proc/PID/maps). These threads
 //! have none of that: one allocation for the body, the name set from the stack, and a
-//! panic caught and reported by [`OsThread::join`]. A stack overflow still lands on the
-//! guard page glibc puts below every stack and ends the process, with a plain SIGSEGV
-//! instead of std's message.
+//! panic caught and reported by [`OsThread::join`] (std's panic message calls the thread
+//! `<unnamed>`; the supervisor's log line after it gives its number). A stack overflow
+//! still lands on the guard page glibc puts below every stack and ends the process, with a
+//! plain SIGSEGV instead of std's message.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -17,10 +18,10 @@ use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 
+use crate::limits::page_size;
+
 /// What a thread's start routine returns when its body panicked (success returns null).
 const PANICKED: *mut libc::c_void = ptr::without_provenance_mut(1);
-/// Stack sizes are rounded up to whole pages (glibc refuses some other sizes).
-const PAGE: usize = 4096;
 /// Longest thread name Linux keeps (16 bytes with the terminating zero).
 const MAX_NAME: usize = 15;
 
@@ -42,9 +43,10 @@ impl OsThread {
     where
         F: FnOnce() + Send + 'static,
     {
+        // Whole pages, as std asks for (glibc takes any size from its minimum up).
         let stack_size = stack_size
             .max(libc::PTHREAD_STACK_MIN)
-            .next_multiple_of(PAGE);
+            .next_multiple_of(page_size());
         let mut attributes = MaybeUninit::<libc::pthread_attr_t>::uninit();
         let argument = Box::into_raw(Box::new(body));
         let mut id: libc::pthread_t = 0;
@@ -82,10 +84,12 @@ impl OsThread {
         // SAFETY: `id` is a thread this handle started, not joined or detached before (the
         // handle is consumed, and only its drop detaches).
         let error = unsafe { libc::pthread_join(id, &mut result) };
-        if error == 0 && result.is_null() {
-            Ok(())
-        } else {
+        // It can only fail for a thread that is not joinable, which the handle rules out.
+        debug_assert_eq!(error, 0, "pthread_join");
+        if result == PANICKED {
             Err(Panicked)
+        } else {
+            Ok(())
         }
     }
 }
@@ -148,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_name_is_cut_to_what_linux_keeps() {
-        let thread = OsThread::spawn(0, || {
+        let thread = OsThread::spawn(64 * 1024, || {
             set_name(format_args!("a-very-long-thread-name"));
             let name = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
             assert_eq!(name, "a-very-long-thr\n");
