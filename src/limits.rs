@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::control::{ConnectionId, Control};
+use crate::sys::page_size;
 
 /// Memory mappings one connection thread costs: its stack and the guard page below it
 /// (os_thread.rs: no signal stack; glibc's allocator arenas are few and shared).
@@ -305,13 +306,6 @@ fn is_resident(address: usize) -> bool {
     // is not mapped makes it fail (ENOMEM), it does not fault.
     let result = unsafe { libc::mincore(address as *mut libc::c_void, 1, &mut state) };
     result == 0 && state & 1 != 0
-}
-
-/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some ARM kernels).
-pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf only reads a value the kernel gave the process at start.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
 }
 
 /// The calling thread's stack: its lowest address and its size.

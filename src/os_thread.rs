@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 
-use crate::limits::page_size;
+use crate::sys::page_size;
 
 /// What a thread's start routine returns when its body panicked (success returns null).
 const PANICKED: *mut libc::c_void = ptr::without_provenance_mut(1);
@@ -50,21 +50,23 @@ impl OsThread {
         let mut attributes = MaybeUninit::<libc::pthread_attr_t>::uninit();
         let argument = Box::into_raw(Box::new(body));
         let mut id: libc::pthread_t = 0;
-        // SAFETY: the attributes are initialised before use and destroyed after; the
-        // start routine takes back the box `argument` points to exactly once, and only if
+        // SAFETY: the attributes are used and destroyed only once initialised; the start
+        // routine takes back the box `argument` points to exactly once, and only if
         // pthread_create succeeded, so it is freed here otherwise.
         let error = unsafe {
-            let error = libc::pthread_attr_init(attributes.as_mut_ptr());
-            if error != 0 {
-                drop(Box::from_raw(argument));
-                return Err(io::Error::from_raw_os_error(error));
-            }
-            let mut error = libc::pthread_attr_setstacksize(attributes.as_mut_ptr(), stack_size);
+            let mut error = libc::pthread_attr_init(attributes.as_mut_ptr());
             if error == 0 {
-                error =
-                    libc::pthread_create(&mut id, attributes.as_ptr(), start::<F>, argument.cast());
+                error = libc::pthread_attr_setstacksize(attributes.as_mut_ptr(), stack_size);
+                if error == 0 {
+                    error = libc::pthread_create(
+                        &mut id,
+                        attributes.as_ptr(),
+                        start::<F>,
+                        argument.cast(),
+                    );
+                }
+                libc::pthread_attr_destroy(attributes.as_mut_ptr());
             }
-            libc::pthread_attr_destroy(attributes.as_mut_ptr());
             if error != 0 {
                 drop(Box::from_raw(argument));
             }

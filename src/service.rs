@@ -50,14 +50,9 @@ pub enum Received<'a> {
 impl Connection {
     /// Reads what the client sent next into `buffer`, blocking until something happens.
     pub fn receive<'a>(&self, buffer: &'a mut [u8]) -> Received<'a> {
-        loop {
-            return match self.read(buffer) {
-                Ok(0) => Received::Closed,
-                Ok(count) => Received::Data(&buffer[..count]),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if timed_out(&error) => Received::IdleTimeout,
-                Err(error) => Received::Failed(error),
-            };
+        match read_or_end(|| self.read(buffer)) {
+            Ok(count) => Received::Data(&buffer[..count]),
+            Err(end) => end,
         }
     }
 
@@ -66,15 +61,7 @@ impl Connection {
     /// when there is something to read, else how the connection ended. Plain TCP only (a
     /// TLS session may hold decrypted bytes that the socket no longer shows).
     pub(crate) fn wait_for_data(&self) -> Result<(), Received<'static>> {
-        loop {
-            return match self.stream.peek(&mut [0u8; 1]) {
-                Ok(0) => Err(Received::Closed),
-                Ok(_) => Ok(()),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if timed_out(&error) => Err(Received::IdleTimeout),
-                Err(error) => Err(Received::Failed(error)),
-            };
-        }
+        read_or_end(|| self.stream.peek(&mut [0u8; 1])).map(|_| ())
     }
 
     /// Reads what the client sent, decrypted if it speaks TLS.
@@ -146,6 +133,20 @@ impl Connection {
     /// Logs the end of the connection with how it ended.
     pub fn log_closed(&self, how: impl std::fmt::Display) {
         info!("connection from {} closed: {how}", self.peer);
+    }
+}
+
+/// Runs `read` again while a signal interrupts it: how many bytes it gave, or how the
+/// connection ended (nothing more to read, `--idle-timeout`, an error).
+fn read_or_end(mut read: impl FnMut() -> io::Result<usize>) -> Result<usize, Received<'static>> {
+    loop {
+        return match read() {
+            Ok(0) => Err(Received::Closed),
+            Ok(count) => Ok(count),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if timed_out(&error) => Err(Received::IdleTimeout),
+            Err(error) => Err(Received::Failed(error)),
+        };
     }
 }
 

@@ -46,3 +46,10 @@ pub(crate) fn thread_cpu_time() -> Duration {
     let nanos = u32::try_from(now.tv_nsec).unwrap_or(0);
     Duration::new(seconds, nanos)
 }
+
+/// The system's page size (4 KiB on x86-64; 16 or 64 KiB on some ARM kernels).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf only reads a value the kernel gave the process at start.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
