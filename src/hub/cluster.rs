@@ -36,8 +36,6 @@ pub(super) struct ClusterView {
     /// Clients on other nodes, by (node, id), and their nicks (lower case).
     remote: HashMap<(String, u64), RemoteMember>,
     remote_nicks: HashMap<String, (String, u64)>,
-    /// Nodes whose members this node has heard of.
-    known_nodes: HashSet<String>,
     guest_numbers: Range<u64>,
     asked_for_guests: bool,
     /// When each local client took its nick, for settling who keeps it after a split.
@@ -66,7 +64,6 @@ impl ClusterView {
             backlog: BTreeMap::new(),
             remote: HashMap::new(),
             remote_nicks: HashMap::new(),
-            known_nodes: HashSet::new(),
             guest_numbers: 0..0,
             asked_for_guests: true,
             claimed_at: HashMap::new(),
@@ -357,7 +354,6 @@ impl Hub {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        cluster.known_nodes.insert(node.to_owned());
         let key = (node.to_owned(), id);
         cluster
             .remote_nicks
@@ -408,14 +404,15 @@ impl Hub {
             .map(|member| member.room)
     }
 
-    /// `node`'s members as it says they are now. The first time this node hears of it,
-    /// quietly; after that, the differences are announced (who came and went during a
-    /// split).
+    /// `node`'s members as it says they are now: the differences from what this node knew
+    /// are announced. After a split, who came and went meanwhile; the first time, everyone
+    /// there, to whoever is here already (clients of a node that reached Redis late, or that
+    /// was announced as lost and is back); nobody hears of them twice, since a member this
+    /// node knew of is no difference.
     pub(super) fn remote_members(&mut self, node: &str, members: Vec<Member<RoomId>>) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let announce = !cluster.known_nodes.insert(node.to_owned());
         let now: HashMap<u64, Member<RoomId>> = members
             .into_iter()
             .map(|member| (member.id, member))
@@ -437,22 +434,14 @@ impl Hub {
             .collect();
         for (id, nick, room) in gone {
             self.remote_left(node, id);
-            if announce {
-                let reason = String::from("connection closed");
-                self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
-            }
+            let reason = String::from("connection closed");
+            self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
         }
         for member in new {
             self.remote_left(node, member.id);
             self.remote_joined(node, member.id, &member.nick, member.room);
-            if announce {
-                self.announce(
-                    NoticeKind::Joined,
-                    super::shared::NOBODY,
-                    member.nick,
-                    member.room,
-                );
-            }
+            let nick = member.nick;
+            self.announce(NoticeKind::Joined, super::shared::NOBODY, nick, member.room);
         }
     }
 
@@ -464,7 +453,6 @@ impl Hub {
         if node == cluster.node {
             return;
         }
-        cluster.known_nodes.remove(node);
         let lost: Vec<(u64, String, RoomId)> = cluster
             .remote
             .iter()

@@ -92,17 +92,23 @@ fn node(redis: &Redis, name: &str) -> Server {
     start_chat(node_config(redis, name))
 }
 
-/// Joins `server` and waits until `witness`, on another node, sees the join: the join went
-/// through the cluster, so the two nodes are linked.
+/// Joins `server` and waits until the link works both ways: `witness`, on another node,
+/// sees the join (the newcomer's node publishes, the witness's reads), and the newcomer gets
+/// a private line from the witness (the other way round). A node whose link is not up yet
+/// keeps what its clients say until it is, so seeing one direction says nothing of the other.
 fn join_linked(server: SocketAddr, witness: &mut LineClient) -> (LineClient, String) {
-    let (client, nick) = LineClient::join(server);
+    let (mut client, nick) = LineClient::join(server);
     loop {
         let line = witness.next_line().expect("the join notice");
         // Joins at the same moment share one notice: `* ann, bob and cy joined`.
         if line.starts_with("* ") && line.ends_with(" joined") && line.contains(&nick) {
-            return (client, nick);
+            break;
         }
     }
+    witness.send(&format!("/msg {nick} linked"));
+    witness.expect_line(&format!("[you -> {nick}] linked"));
+    client.expect_line("-> you] linked");
+    (client, nick)
 }
 
 #[test]
@@ -319,10 +325,14 @@ fn a_nick_taken_on_both_sides_of_a_split_stays_with_whoever_took_it_first() {
     bob.send("/nick ZED");
     bob.expect_line("* you are now ZED");
     redis.signal("CONT");
-    // bob took it later: bob is renamed and told why; ann keeps it.
-    let told = bob.expect_line("! someone on another server had the nick");
+    // bob took it later: bob is renamed and told why; ann keeps it. Bob's server may
+    // settle the claim before ann's rename reaches it through the stream, or after.
+    let [told, renamed, _] = bob.expect_lines_in_any_order([
+        "! someone on another server had the nick",
+        "* you are now guest-",
+        " is now zed",
+    ]);
     assert!(told.contains("you are now guest-"), "{told}");
-    let renamed = bob.expect_line("* you are now guest-");
     let guest = renamed.trim_start_matches("* you are now ").to_owned();
     bob.send("/who");
     let who = bob.expect_line("* in lobby");
@@ -330,6 +340,37 @@ fn a_nick_taken_on_both_sides_of_a_split_stays_with_whoever_took_it_first() {
     ann.expect_line(&format!("is now {guest}"));
     ann.send("/who");
     assert_eq!(ann.expect_line("* in lobby"), who);
+}
+
+#[test]
+fn a_node_that_reaches_redis_late_tells_its_clients_who_is_on_the_others() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (mut ann, _) = LineClient::join(a.local_addr());
+    let (mut bob, _) = join_linked(b.local_addr(), &mut ann);
+    ann.send("/nick ann");
+    ann.expect_line("* you are now ann");
+    bob.send("/nick bob");
+    bob.expect_line("* you are now bob");
+    // c starts while Redis is stalled: what a and b said so far is in the stream before c
+    // reads it, so c learns of ann and bob from their nodes' lists of members.
+    redis.signal("STOP");
+    let c = node(&redis, "c");
+    let (mut cy, _) = LineClient::join(c.local_addr());
+    redis.signal("CONT");
+    let mut told = Vec::new();
+    while !(told.iter().any(|l: &String| l.contains("ann"))
+        && told.iter().any(|l| l.contains("bob")))
+    {
+        let line = cy.expect_line(" joined");
+        told.push(line);
+    }
+    cy.send("/who");
+    let who = cy.expect_line("* in lobby");
+    assert!(
+        who.starts_with("* in lobby (3): ") && who.contains("ann") && who.contains("bob"),
+        "{who}"
+    );
 }
 
 #[test]

@@ -134,6 +134,33 @@ impl LineClient {
         panic!("no line with {pattern:?} within {PATIENCE:?}; saw {seen:?}");
     }
 
+    /// Reads until a line containing each pattern has arrived, in whatever order; returns
+    /// them in the patterns' order. For lines from different nodes, whose order is not
+    /// fixed.
+    pub fn expect_lines_in_any_order<const N: usize>(
+        &mut self,
+        patterns: [&str; N],
+    ) -> [String; N] {
+        let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while found.iter().any(Option::is_none) && Instant::now() < deadline {
+            let Some(line) = self.next_line() else {
+                panic!("connection closed before {patterns:?}; saw {seen:?}");
+            };
+            let unmatched = (0..N).find(|&i| found[i].is_none() && line.contains(patterns[i]));
+            match unmatched {
+                Some(i) => found[i] = Some(line),
+                None => seen.push(line),
+            }
+        }
+        found.map(|line| {
+            line.unwrap_or_else(|| {
+                panic!("not all of {patterns:?} within {PATIENCE:?}; saw {seen:?}")
+            })
+        })
+    }
+
     /// Reads lines until the server closes the connection; returns them.
     pub fn expect_closed(&mut self) -> Vec<String> {
         let mut seen = Vec::new();
