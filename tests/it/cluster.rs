@@ -358,12 +358,9 @@ fn a_node_that_reaches_redis_late_tells_its_clients_who_is_on_the_others() {
     let c = node(&redis, "c");
     let (mut cy, _) = LineClient::join(c.local_addr());
     redis.signal("CONT");
-    let mut told = Vec::new();
-    while !(told.iter().any(|l: &String| l.contains("ann"))
-        && told.iter().any(|l| l.contains("bob")))
-    {
-        let line = cy.expect_line(" joined");
-        told.push(line);
+    let mut joined = String::new();
+    while !(joined.contains("ann") && joined.contains("bob")) {
+        joined += &cy.expect_line(" joined");
     }
     cy.send("/who");
     let who = cy.expect_line("* in lobby");

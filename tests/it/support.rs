@@ -148,8 +148,9 @@ impl LineClient {
             let Some(line) = self.next_line() else {
                 panic!("connection closed before {patterns:?}; saw {seen:?}");
             };
-            let unmatched = (0..N).find(|&i| found[i].is_none() && line.contains(patterns[i]));
-            match unmatched {
+            // The first pattern still waited for that the line has.
+            let awaited = (0..N).find(|&i| found[i].is_none() && line.contains(patterns[i]));
+            match awaited {
                 Some(i) => found[i] = Some(line),
                 None => seen.push(line),
             }
