@@ -55,7 +55,9 @@ pub(super) struct Delivery {
     blocked: Vec<ConnectionId>,
     /// Clients whose outbox passed `max_pending`, to be disconnected.
     pub(super) slow: Vec<ConnectionId>,
-    next_pass_at: Instant,
+    /// When the last pass began, and how long it holds the next one after that.
+    pass_began: Instant,
+    pass_hold: Duration,
     /// Counts sends to everyone waiting; a client sent to in this sweep is skipped.
     sweep: u64,
 }
@@ -68,7 +70,8 @@ impl Delivery {
             own_output: Vec::new(),
             blocked: Vec::new(),
             slow: Vec::new(),
-            next_pass_at: Instant::now(),
+            pass_began: Instant::now(),
+            pass_hold: Duration::ZERO,
             sweep: 0,
         }
     }
@@ -129,7 +132,7 @@ impl Delivery {
         let ids = own_output.into_iter().chain(retries);
         self.send_each(ids, clients, &mut blocked, &mut closed);
         let start = Instant::now();
-        if !self.waiting.is_empty() && start >= self.next_pass_at {
+        if !self.waiting.is_empty() && start >= self.next_pass_at() {
             let waiting = std::mem::take(&mut self.waiting);
             // The pass's cost is the CPU it took, not the time it lasted: a pass preempted
             // for 10 ms by a busy machine must not hold the next for 40 more. Reading the
@@ -137,12 +140,13 @@ impl Delivery {
             // (`waiting` may list a client twice: it bounds the sends from above).
             let cpu_before = (waiting.len() >= PACED_PASS_SENDS).then(thread_cpu_time);
             let sends = self.send_each(waiting.into_iter(), clients, &mut blocked, &mut closed);
-            self.next_pass_at = match cpu_before {
+            self.pass_began = start;
+            self.pass_hold = match cpu_before {
                 Some(before) if sends >= PACED_PASS_SENDS => {
                     let cost = thread_cpu_time().saturating_sub(before);
-                    start + (cost * PASS_SPACING).min(MAX_PASS_HOLD)
+                    (cost * PASS_SPACING).min(MAX_PASS_HOLD)
                 }
-                _ => start,
+                _ => Duration::ZERO,
             };
         }
         self.blocked = blocked;
@@ -181,10 +185,14 @@ impl Delivery {
         sends
     }
 
+    fn next_pass_at(&self) -> Instant {
+        self.pass_began + self.pass_hold
+    }
+
     /// When the hub must wake up for output even if no event comes: the next pass, or the
     /// safety retry of blocked clients.
     pub(super) fn next_due(&self, now: Instant) -> Option<Instant> {
-        let pass = (!self.waiting.is_empty()).then_some(self.next_pass_at);
+        let pass = (!self.waiting.is_empty()).then(|| self.next_pass_at());
         let retry = (!self.blocked.is_empty()).then(|| now + RETRY_INTERVAL);
         match (pass, retry) {
             (Some(pass), Some(retry)) => Some(pass.min(retry)),
@@ -267,8 +275,8 @@ mod tests {
         let mut clients = HashMap::from([(1, ann), (2, bob)]);
         let mut delivery = Delivery::new(1 << 20);
         // A pass just took long: the next one is an hour away.
-        let pass_at = Instant::now() + Duration::from_secs(3600);
-        delivery.next_pass_at = pass_at;
+        delivery.pass_hold = Duration::from_secs(3600);
+        let pass_at = delivery.next_pass_at();
         for id in [1, 2] {
             let client = clients.get_mut(&id).expect("client");
             delivery.push(client, id, Chunk::whole(line("[cat] hello")));
@@ -287,7 +295,7 @@ mod tests {
         );
         assert_eq!(delivery.next_due(Instant::now()), Some(pass_at));
 
-        delivery.next_pass_at = Instant::now();
+        delivery.pass_hold = Duration::ZERO;
         assert!(delivery.send(&mut clients).is_empty());
         assert_eq!(read_until(&mut ann_end, "[cat] hello\n"), "[cat] hello\n");
         assert!(clients.values().all(|client| client.outbox.is_empty()));
@@ -318,10 +326,16 @@ mod tests {
             queue_for_all(&mut delivery, &mut clients, "[cat] hello");
             assert!(delivery.send(&mut clients).is_empty());
             queue_for_all(&mut delivery, &mut clients, "[cat] again");
-            // The second line waits for the next pass only after a big first one.
-            let now = Instant::now();
-            let due = delivery.next_due(now).expect("a pass is due");
-            assert_eq!(due > now, holds, "{count} clients");
+            // The second line waits for the next pass only after a big first one. (Not
+            // compared with the time now: a test preempted for longer than the hold would
+            // find the pass due.)
+            let due = delivery.next_due(Instant::now()).expect("a pass is due");
+            assert_eq!(due, delivery.pass_began + delivery.pass_hold);
+            assert_eq!(
+                delivery.pass_hold > Duration::ZERO,
+                holds,
+                "{count} clients"
+            );
         }
     }
 }
