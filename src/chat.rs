@@ -15,7 +15,7 @@ use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
-use crate::limits;
+use crate::limits::{self, Refusal};
 use crate::metrics::Metrics;
 use crate::service::{Connection, Service};
 use crate::transport::Transport;
@@ -26,6 +26,9 @@ use crate::web::{self, WebSettings};
 /// the point: a client that floods faster than the hub routes is slowed by TCP backpressure
 /// instead of growing a queue.
 const HUB_QUEUE_CAPACITY: usize = 1024;
+/// After a refusal, how long the client has to close its side (see
+/// `Connection::wait_for_close`).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The chat room of the chapter: every line goes to everyone else.
 pub struct Chat {
@@ -115,7 +118,12 @@ impl Service for Chat {
             return;
         }
         match connection.transport {
-            Transport::Tcp => serve_tcp(connection, &self.events, self.client_limits),
+            Transport::Tcp => {
+                if let Err(refusal) = connection.become_client() {
+                    return refuse_after_handshake(&connection, &refusal);
+                }
+                serve_tcp(connection, &self.events, self.client_limits)
+            }
             Transport::Web => web::serve(connection, &self.events, self.client_limits, &self.web),
             // The server serves the metrics port itself.
             Transport::Metrics => {}
@@ -201,6 +209,19 @@ fn handshake(tls: &Tls, connection: &mut Connection) -> bool {
             false
         }
     }
+}
+
+/// Refuses a client whose TLS handshake is done (so it can read why) for want of a place.
+fn refuse_after_handshake(connection: &Connection, refusal: &Refusal) {
+    info!("refused {}: {}", connection.peer, refusal.reason());
+    connection.metrics.refused(refusal.label());
+    let _ = connection.write_all(&refusal.line());
+    if let Some(session) = &connection.tls {
+        session.close();
+        let _ = session.write_all_blocking(&connection.stream, b"");
+    }
+    let _ = connection.stream.shutdown(std::net::Shutdown::Write);
+    connection.wait_for_close(LINGER);
 }
 
 /// A chat client on the main port.

@@ -71,7 +71,9 @@ pub struct Config {
     pub tls: Option<crate::transport::tls::Certificate>,
     /// Serve `/metrics` for Prometheus on this `[HOST:]PORT`. Default `None`: no metrics port.
     pub metrics: Option<String>,
-    /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
+    /// Serve one client, then stop listening and exit when it leaves (like `nc -l`). Page
+    /// requests and `/metrics` scrapes do not count: with `--web` the one client may be a
+    /// browser.
     pub once: bool,
     /// Stack size of each connection thread. Default 64 KiB: the deepest path (logging a
     /// formatted line, unwinding a panic) needs a fraction of it, and small stacks let

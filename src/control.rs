@@ -31,6 +31,8 @@ pub(crate) enum Control {
     Finished(ConnectionId),
     /// The acceptor has closed the listener and ended.
     AcceptStopped,
+    /// `--once`: the one client has come; stop accepting (pages and scrapes did not count).
+    OneClientCame,
 }
 
 /// Asks a running server to shut down. Cheap to clone; every copy reaches the same server.

@@ -60,7 +60,11 @@ pub use service::{Connection, Service};
 /// Lowers `max_clients` to what the machine can hold (see [`limits::connection_ceiling`]),
 /// with one warning, so that a client too many is refused instead of crashing the server.
 fn clamp_to_machine(config: &Config) -> Config {
-    let ceiling = limits::connection_ceiling();
+    let mut ceiling = limits::connection_ceiling();
+    // Handshakes and scrapes have places of their own beside the clients'.
+    ceiling.connections = ceiling
+        .connections
+        .saturating_sub(limits::MAX_HANDSHAKES + limits::MAX_SCRAPES);
     let mut config = config.clone();
     if config.max_clients > ceiling.connections {
         log::warn!(

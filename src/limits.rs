@@ -1,16 +1,20 @@
-//! Connection places: `--max-clients` and `--max-per-ip`, held by a slot guard that gives
-//! its place back when dropped, and the ceiling the machine itself puts on threads.
+//! Connection places: `--max-clients`, `--max-per-ip` (every port), the handshakes and
+//! scrapes allowed at once, held by a slot guard that gives its place back when dropped,
+//! and the ceiling the machine itself puts on threads.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use log::info;
 use parking_lot::Mutex;
 
+use crate::config::Config;
 use crate::control::{ConnectionId, Control};
+use crate::metrics::Metrics;
 use crate::sys::page_size;
 
 /// Memory mappings one connection thread costs: its stack and the guard page below it
@@ -27,12 +31,41 @@ fn reserved(limit: usize) -> usize {
     (limit / 16).clamp(8, 256)
 }
 
-/// Connections open now, in total and per address.
+/// Connections on the way to becoming clients that may be in progress at once: TLS
+/// handshakes, web page requests and WebSocket handshakes. A real one takes milliseconds,
+/// so 256 carries a class whose browsers all load the page at once; when they are all
+/// taken, the oldest is closed to make room, so connections that stall (never send a
+/// ClientHello, trickle a request) can delay real ones by nothing more than their turn.
+pub const MAX_HANDSHAKES: usize = 256;
+/// `/metrics` scrapes served at once. Prometheus scrapes one at a time; 16 leaves room for
+/// a few more watchers. When they are all taken, the oldest is closed to make room.
+pub const MAX_SCRAPES: usize = 16;
+
+/// What a connection holds a place for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlaceKind {
+    /// A client: `--max-clients` (chat, echo, dump and send alike).
+    Client,
+    /// Not a client yet ([`MAX_HANDSHAKES`]): it becomes one with
+    /// [`ConnectionSlot::become_client`].
+    Handshake,
+    /// A `/metrics` scrape ([`MAX_SCRAPES`]).
+    Scrape,
+}
+
+/// Connections open now: clients, handshakes, scrapes, and per address.
 #[derive(Debug, Default)]
 pub(crate) struct Occupancy {
-    total: usize,
-    /// Kept only when `--max-per-ip` is set.
+    clients: usize,
+    /// Every connection from an address, whatever its port; kept only when `--max-per-ip`
+    /// is set.
     per_ip: HashMap<IpAddr, usize>,
+    /// Handshakes in progress by connection number (so oldest first), with their sockets,
+    /// to close the oldest when all are taken.
+    handshakes: BTreeMap<ConnectionId, Arc<TcpStream>>,
+    scrapes: BTreeMap<ConnectionId, Arc<TcpStream>>,
+    /// `--once`: the one client has come; nobody else becomes one.
+    once_taken: bool,
 }
 
 /// Why a connection was refused, as the line the client gets.
@@ -70,27 +103,35 @@ pub(crate) struct Places {
     occupancy: Arc<Mutex<Occupancy>>,
     max_clients: usize,
     max_per_ip: usize,
+    /// `--once`: one client, then the supervisor is told to stop accepting.
+    once: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Places {
-    pub(crate) fn new(max_clients: usize, max_per_ip: usize) -> Places {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Places {
         Places {
             occupancy: Arc::default(),
-            max_clients,
-            max_per_ip,
+            max_clients: config.max_clients,
+            max_per_ip: config.max_per_ip,
+            once: config.once,
+            metrics,
         }
     }
 
-    /// Takes a place for a connection from `ip`, or says why there is none.
+    /// Takes a place of `kind` for connection `id` from `ip`, or says why there is none. A
+    /// handshake or scrape always gets one: when all are taken, the oldest is closed.
     pub(crate) fn take(
         &self,
         id: ConnectionId,
         ip: IpAddr,
+        kind: PlaceKind,
+        stream: &Arc<TcpStream>,
         control: Sender<Control>,
     ) -> Result<ConnectionSlot, Refusal> {
         let mut occupancy = self.occupancy.lock();
-        if occupancy.total >= self.max_clients {
-            return Err(Refusal::ServerFull);
+        if kind == PlaceKind::Client {
+            self.check_client_place(&occupancy)?;
         }
         if self.max_per_ip > 0 {
             let from_ip = occupancy.per_ip.entry(ip).or_insert(0);
@@ -99,33 +140,61 @@ impl Places {
             }
             *from_ip += 1;
         }
-        occupancy.total += 1;
+        match kind {
+            PlaceKind::Client => self.count_client(&mut occupancy, &control),
+            PlaceKind::Handshake => {
+                let evicted = make_room(&mut occupancy.handshakes, MAX_HANDSHAKES);
+                self.report_eviction(evicted, "handshakes_full", "handshakes in progress");
+                occupancy.handshakes.insert(id, Arc::clone(stream));
+            }
+            PlaceKind::Scrape => {
+                let evicted = make_room(&mut occupancy.scrapes, MAX_SCRAPES);
+                self.report_eviction(evicted, "scrapes_full", "metrics scrapes");
+                occupancy.scrapes.insert(id, Arc::clone(stream));
+            }
+        }
         Ok(ConnectionSlot {
             id,
             ip,
-            places: Some(self.clone()),
+            kind: Cell::new(kind),
+            places: self.clone(),
             control,
         })
     }
 
-    /// A slot that takes no place: for `/metrics` scrapes, which must work on a full
-    /// server. It still reports the end of its connection to the supervisor.
-    pub(crate) fn uncounted(
-        id: ConnectionId,
-        ip: IpAddr,
-        control: Sender<Control>,
-    ) -> ConnectionSlot {
-        ConnectionSlot {
-            id,
-            ip,
-            places: None,
-            control,
+    fn check_client_place(&self, occupancy: &Occupancy) -> Result<(), Refusal> {
+        if occupancy.clients >= self.max_clients || (self.once && occupancy.once_taken) {
+            return Err(Refusal::ServerFull);
+        }
+        Ok(())
+    }
+
+    fn count_client(&self, occupancy: &mut Occupancy, control: &Sender<Control>) {
+        occupancy.clients += 1;
+        if self.once && !occupancy.once_taken {
+            occupancy.once_taken = true;
+            let _ = control.send(Control::OneClientCame);
         }
     }
 
-    fn give_back(&self, ip: IpAddr) {
+    fn report_eviction(&self, evicted: Option<ConnectionId>, label: &'static str, what: &str) {
+        if let Some(id) = evicted {
+            info!("closed connection #{id}, the oldest of {what}: all places taken");
+            self.metrics.refused(label);
+        }
+    }
+
+    fn give_back(&self, id: ConnectionId, ip: IpAddr, kind: PlaceKind) {
         let mut occupancy = self.occupancy.lock();
-        occupancy.total -= 1;
+        match kind {
+            PlaceKind::Client => occupancy.clients -= 1,
+            PlaceKind::Handshake => {
+                occupancy.handshakes.remove(&id);
+            }
+            PlaceKind::Scrape => {
+                occupancy.scrapes.remove(&id);
+            }
+        }
         if let Some(count) = occupancy.per_ip.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
@@ -135,21 +204,47 @@ impl Places {
     }
 }
 
+/// Closes the oldest connection of `places` if all `capacity` are taken; returns its number.
+fn make_room(places: &mut BTreeMap<ConnectionId, Arc<TcpStream>>, capacity: usize) -> Option<ConnectionId> {
+    if places.len() < capacity {
+        return None;
+    }
+    let (id, stream) = places.pop_first()?;
+    // Wakes its thread, blocked in a read, which then ends the connection.
+    let _ = stream.shutdown(Shutdown::Both);
+    Some(id)
+}
+
 /// Holds one connection's place; gives it back and reports the end of the connection to
 /// the supervisor when dropped, however its thread ends (return, error or panic).
 pub(crate) struct ConnectionSlot {
     id: ConnectionId,
     ip: IpAddr,
-    /// Where its place goes back to (`None`: it took none).
-    places: Option<Places>,
+    kind: Cell<PlaceKind>,
+    places: Places,
     control: Sender<Control>,
+}
+
+impl ConnectionSlot {
+    /// A handshake that is done becomes a client: it takes a client place (its address
+    /// keeps its one count), or is refused as a new client would be.
+    pub(crate) fn become_client(&self) -> Result<(), Refusal> {
+        if self.kind.get() != PlaceKind::Handshake {
+            return Ok(());
+        }
+        let places = &self.places;
+        let mut occupancy = places.occupancy.lock();
+        places.check_client_place(&occupancy)?;
+        occupancy.handshakes.remove(&self.id);
+        places.count_client(&mut occupancy, &self.control);
+        self.kind.set(PlaceKind::Client);
+        Ok(())
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        if let Some(places) = &self.places {
-            places.give_back(self.ip);
-        }
+        self.places.give_back(self.id, self.ip, self.kind.get());
         let _ = self.control.send(Control::Finished(self.id));
     }
 }
@@ -357,40 +452,148 @@ mod tests {
         assert!(own_page_kept);
     }
 
+    /// Places for `max_clients` and `max_per_ip`, with a socket to give each connection.
+    struct PlacesUnderTest {
+        places: Places,
+        control: Sender<Control>,
+        heard: crossbeam_channel::Receiver<Control>,
+        listener: std::net::TcpListener,
+    }
+
+    impl PlacesUnderTest {
+        fn new(max_clients: usize, max_per_ip: usize, once: bool) -> PlacesUnderTest {
+            let config = Config {
+                max_clients,
+                max_per_ip,
+                once,
+                ..Config::localhost()
+            };
+            let (control, heard) = crossbeam_channel::unbounded();
+            PlacesUnderTest {
+                places: Places::new(&config, Arc::default()),
+                control,
+                heard,
+                listener: std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+            }
+        }
+
+        /// A connected socket (the server's side), and the client's.
+        fn socket(&self) -> (Arc<TcpStream>, TcpStream) {
+            let client = TcpStream::connect(self.listener.local_addr().expect("address"))
+                .expect("connect");
+            let (server_side, _) = self.listener.accept().expect("accept");
+            (Arc::new(server_side), client)
+        }
+
+        fn take(&self, id: u64, ip: &str, kind: PlaceKind) -> Result<ConnectionSlot, Refusal> {
+            let (stream, _client) = self.socket();
+            let ip = ip.parse().expect("ip");
+            self.places
+                .take(id, ip, kind, &stream, self.control.clone())
+        }
+    }
+
     #[test]
     fn places_are_limited_in_total_and_per_address_and_given_back() {
-        let places = Places::new(3, 2);
-        let (control, _finished) = crossbeam_channel::unbounded();
-        let a: IpAddr = "10.0.0.1".parse().expect("ip");
-        let b: IpAddr = "10.0.0.2".parse().expect("ip");
-        let first = places.take(1, a, control.clone()).expect("first");
-        let _second = places.take(2, a, control.clone()).expect("second");
+        let test = PlacesUnderTest::new(3, 2, false);
+        let first = test.take(1, "10.0.0.1", PlaceKind::Client).expect("first");
+        let _second = test.take(2, "10.0.0.1", PlaceKind::Client).expect("second");
         assert_eq!(
-            places.take(3, a, control.clone()).err(),
+            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
             Some(Refusal::TooManyFromAddress)
         );
-        let _third = places.take(4, b, control.clone()).expect("other address");
+        let _third = test.take(4, "10.0.0.2", PlaceKind::Client).expect("other address");
         assert_eq!(
-            places.take(5, b, control.clone()).err(),
+            test.take(5, "10.0.0.2", PlaceKind::Client).err(),
             Some(Refusal::ServerFull)
         );
         drop(first);
-        assert!(places.take(6, a, control).is_ok());
+        assert!(test.take(6, "10.0.0.1", PlaceKind::Client).is_ok());
     }
 
     #[test]
     fn max_per_ip_zero_lets_one_address_fill_every_place() {
-        let places = Places::new(2, 0);
-        let (control, _finished) = crossbeam_channel::unbounded();
-        let a: IpAddr = "10.0.0.1".parse().expect("ip");
-        let first = places.take(1, a, control.clone()).expect("first");
-        let _second = places.take(2, a, control.clone()).expect("second");
+        let test = PlacesUnderTest::new(2, 0, false);
+        let first = test.take(1, "10.0.0.1", PlaceKind::Client).expect("first");
+        let _second = test.take(2, "10.0.0.1", PlaceKind::Client).expect("second");
         assert_eq!(
-            places.take(3, a, control.clone()).err(),
+            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
             Some(Refusal::ServerFull)
         );
         drop(first);
-        assert!(places.take(4, a, control).is_ok());
+        assert!(test.take(4, "10.0.0.1", PlaceKind::Client).is_ok());
+    }
+
+    #[test]
+    fn handshakes_and_scrapes_count_per_address_but_take_no_client_place() {
+        let test = PlacesUnderTest::new(1, 2, false);
+        let _scrape = test.take(1, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
+        let handshake = test.take(2, "10.0.0.1", PlaceKind::Handshake).expect("handshake");
+        assert_eq!(
+            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        let _client = test.take(4, "10.0.0.2", PlaceKind::Client).expect("client");
+        // The handshake is done, but the one client place is taken.
+        assert_eq!(handshake.become_client(), Err(Refusal::ServerFull));
+    }
+
+    #[test]
+    fn a_handshake_that_becomes_a_client_takes_a_client_place() {
+        let test = PlacesUnderTest::new(1, 0, false);
+        let handshake = test.take(1, "10.0.0.1", PlaceKind::Handshake).expect("handshake");
+        handshake.become_client().expect("a client place");
+        assert_eq!(
+            test.take(2, "10.0.0.1", PlaceKind::Client).err(),
+            Some(Refusal::ServerFull)
+        );
+        drop(handshake);
+        assert!(test.take(3, "10.0.0.1", PlaceKind::Client).is_ok());
+    }
+
+    #[test]
+    fn when_every_handshake_place_is_taken_the_oldest_is_closed() {
+        let test = PlacesUnderTest::new(1, 0, false);
+        let mut clients = Vec::new();
+        let mut slots = Vec::new();
+        for id in 1..=MAX_HANDSHAKES as u64 + 1 {
+            let (stream, client) = test.socket();
+            let ip = "10.0.0.1".parse().expect("ip");
+            let taken = test
+                .places
+                .take(id, ip, PlaceKind::Handshake, &stream, test.control.clone());
+            slots.push(taken.expect("a handshake always gets a place"));
+            clients.push(client);
+        }
+        // The first connection was shut down: its client reads the end at once.
+        let mut buffer = [0u8; 1];
+        clients[0]
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert_eq!(std::io::Read::read(&mut clients[0], &mut buffer).ok(), Some(0));
+        assert_eq!(test.places.occupancy.lock().handshakes.len(), MAX_HANDSHAKES);
+        assert!(!test.places.occupancy.lock().handshakes.contains_key(&1));
+    }
+
+    #[test]
+    fn once_lets_one_client_in_and_tells_the_supervisor() {
+        let test = PlacesUnderTest::new(10, 0, true);
+        let _page = test.take(1, "10.0.0.1", PlaceKind::Handshake).expect("page");
+        let _scrape = test.take(2, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
+        assert!(test.heard.try_recv().is_err(), "pages and scrapes do not count");
+        let client = test.take(3, "10.0.0.1", PlaceKind::Handshake).expect("client");
+        client.become_client().expect("the one client");
+        assert!(matches!(test.heard.try_recv(), Ok(Control::OneClientCame)));
+        assert_eq!(
+            test.take(4, "10.0.0.1", PlaceKind::Client).err(),
+            Some(Refusal::ServerFull)
+        );
+        drop(client);
+        assert_eq!(
+            test.take(5, "10.0.0.1", PlaceKind::Client).err(),
+            Some(Refusal::ServerFull),
+            "one client, ever"
+        );
     }
 
     #[test]

@@ -177,7 +177,8 @@ struct SharedOptions {
     /// After Ctrl-C, how long clients may go on before they are closed.
     #[arg(long, global = true, default_value_t = DEFAULTS.drain_timeout.as_secs(), value_name = "SECS")]
     drain_timeout: u64,
-    /// Serve one connection, then stop listening and exit when it ends (like `nc -l`).
+    /// Serve one client, then stop listening and exit when it leaves (like `nc -l`); web
+    /// page requests and metrics scrapes do not count.
     #[arg(long, global = true)]
     once: bool,
     /// Log only warnings and errors.

@@ -22,7 +22,7 @@ use crate::addresses;
 use crate::config::Config;
 use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
-use crate::limits::{ConnectionSlot, Places};
+use crate::limits::{PlaceKind, Places};
 use crate::metrics::{self, Metrics};
 use crate::os_thread::{self, OsThread};
 use crate::service::{Connection, Service};
@@ -176,7 +176,7 @@ impl Server {
             config: config.clone(),
             control: control_sender,
             shutdown: shutdown.clone(),
-            places: Places::new(config.max_clients, config.max_per_ip),
+            places: Places::new(config, Arc::clone(&metrics)),
             stop_receiver,
             next_id: 1,
             in_error_burst: false,
@@ -299,12 +299,6 @@ struct Workers {
     waiting_for_jobs: Receiver<Job>,
 }
 
-#[derive(PartialEq)]
-enum AfterAccept {
-    Continue,
-    Stop,
-}
-
 enum Wake {
     /// Connections wait on these listeners (indexes).
     Incoming(Vec<usize>),
@@ -346,7 +340,7 @@ fn wait_for_listeners_or_stop(
 
 impl Acceptor {
     fn run(mut self) {
-        'accepting: loop {
+        loop {
             match wait_for_listeners_or_stop(&self.listeners, &self.stop_receiver) {
                 Wake::Stop => {
                     // Connections the kernel already completed are clients that believe
@@ -358,10 +352,7 @@ impl Acceptor {
                 }
                 Wake::Incoming(ready) => {
                     for index in ready {
-                        if self.accept_ready(index) == AfterAccept::Stop {
-                            info!("serving one connection (--once): no longer accepting");
-                            break 'accepting;
-                        }
+                        self.accept_ready(index);
                     }
                 }
             }
@@ -372,21 +363,16 @@ impl Acceptor {
     }
 
     /// Accepts every connection waiting in the kernel's queue of listener `index`.
-    fn accept_ready(&mut self, index: usize) -> AfterAccept {
+    fn accept_ready(&mut self, index: usize) {
         let transport = self.listeners[index].1;
         loop {
             match self.listeners[index].0.accept() {
                 Ok((stream, peer)) => {
                     if self.admit(stream, peer, transport) {
                         self.in_error_burst = false;
-                        if self.config.once {
-                            return AfterAccept::Stop;
-                        }
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return AfterAccept::Continue;
-                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if is_transient_accept_error(&error) => {
                     debug!("accept: {}", describe(&error));
                 }
@@ -399,7 +385,7 @@ impl Acceptor {
                         self.in_error_burst = true;
                     }
                     thread::sleep(ACCEPT_BACKOFF);
-                    return AfterAccept::Continue;
+                    return;
                 }
             }
         }
@@ -408,12 +394,18 @@ impl Acceptor {
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr, transport: Transport) -> bool {
         let id = self.next_id;
-        let taken = match transport {
-            Transport::Metrics => Ok(Places::uncounted(id, peer.ip(), self.control.clone())),
-            Transport::Tcp | Transport::Web => {
-                self.places.take(id, peer.ip(), self.control.clone())
-            }
+        // A connection that must finish a handshake (TLS, an HTTP request) before it is a
+        // client takes a handshake place, so that stalled handshakes hold no client place.
+        let kind = match transport {
+            Transport::Metrics => PlaceKind::Scrape,
+            Transport::Web => PlaceKind::Handshake,
+            Transport::Tcp if self.config.tls.is_some() => PlaceKind::Handshake,
+            Transport::Tcp => PlaceKind::Client,
         };
+        let stream = Arc::new(stream);
+        let taken = self
+            .places
+            .take(id, peer.ip(), kind, &stream, self.control.clone());
         let slot = match taken {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -429,7 +421,6 @@ impl Acceptor {
             }
         };
         self.next_id += 1;
-        let stream = Arc::new(stream);
         let connection = Connection {
             id,
             stream: Arc::clone(&stream),
@@ -438,6 +429,7 @@ impl Acceptor {
             transport,
             tls: None,
             metrics: Arc::clone(&self.metrics),
+            slot,
         };
         debug!("connection #{id} from {peer}");
         let _ = self.control.send(Control::Spawned {
@@ -446,7 +438,7 @@ impl Acceptor {
         });
         // A thread that finished its last client waits a moment for the next: taking it
         // costs a wake-up, where a new thread costs a stack mapped and unmapped.
-        let job = match self.parked.try_send(Job { connection, slot }) {
+        let job = match self.parked.try_send(Job { connection }) {
             Ok(()) => return true,
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
         };
@@ -488,10 +480,9 @@ impl Acceptor {
     }
 }
 
-/// A connection and its place, waiting for a thread.
+/// A connection (holding its place), waiting for a thread.
 struct Job {
     connection: Connection,
-    slot: ConnectionSlot,
 }
 
 /// How long a connection thread that finished its client waits for another before it
@@ -518,12 +509,11 @@ fn run_worker(first: Job, service: &dyn Service, jobs: &Receiver<Job>) {
 // idle client with them inlined into the loop, 15.9 without).
 #[inline(never)]
 fn serve_job(job: Job, service: &dyn Service) {
-    let Job { connection, slot } = job;
+    let Job { connection } = job;
     match connection.transport {
         Transport::Metrics => metrics::serve(connection),
         Transport::Tcp | Transport::Web => service.serve(connection),
     }
-    drop(slot);
 }
 
 #[inline(never)]

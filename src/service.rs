@@ -11,6 +11,7 @@ use log::info;
 
 use crate::control::{ConnectionId, ShutdownHandle};
 use crate::error::Error;
+use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::Metrics;
 use crate::sys::{poll, timed_out};
 use crate::transport::Transport;
@@ -33,6 +34,8 @@ pub struct Connection {
     pub(crate) metrics: Arc<Metrics>,
     /// The TLS session, once the service has done the handshake (`--tls-*`).
     pub(crate) tls: Option<Arc<TlsSession>>,
+    /// Its place among the server's connections, given back when the connection is dropped.
+    pub(crate) slot: ConnectionSlot,
 }
 
 /// What one read from a client gave.
@@ -48,6 +51,12 @@ pub enum Received<'a> {
 }
 
 impl Connection {
+    /// A connection that came as a handshake (TLS, a web request) is a client from now on:
+    /// it takes a `--max-clients` place, or is refused as a new client would be.
+    pub(crate) fn become_client(&self) -> Result<(), Refusal> {
+        self.slot.become_client()
+    }
+
     /// Reads what the client sent next into `buffer`, blocking until something happens.
     pub fn receive<'a>(&self, buffer: &'a mut [u8]) -> Received<'a> {
         match read_or_end(|| self.read(buffer)) {

@@ -177,7 +177,13 @@ impl Supervisor {
                     self.connections.entry(id).or_default().finished = true;
                     self.reap(id);
                 }
-                // The acceptor stopped by itself (--once), or stop_accepting joined it.
+                Control::OneClientCame => {
+                    if phase == Phase::Serving {
+                        info!("serving one client (--once): no longer accepting");
+                        self.stop_accepting();
+                    }
+                }
+                // stop_accepting joined it, or it stopped by itself (its thread failed).
                 Control::AcceptStopped => {
                     self.acceptor_reported_stop = true;
                     self.stop_accepting();

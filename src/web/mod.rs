@@ -120,6 +120,18 @@ fn upgrade(
             "WebSocket version 13 only",
         );
     }
+    if let Err(refusal) = connection.become_client() {
+        info!("web {peer}: refused: {}", refusal.reason());
+        connection.metrics.refused(refusal.label());
+        let line = String::from_utf8_lossy(&refusal.line()).into_owned();
+        let _ = respond(
+            &connection,
+            "503 Service Unavailable",
+            "text/plain; charset=utf-8",
+            line.as_bytes(),
+        );
+        return close(&connection);
+    }
     if let Err(error) = http::respond_switching_protocols(&connection, key) {
         debug!("web {peer}: handshake failed: {}", describe(&error));
         return;

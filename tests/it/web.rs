@@ -322,8 +322,18 @@ fn browsers_count_against_max_clients_and_hear_the_drain() {
     let (mut nc, _) = LineClient::join(server.local_addr());
     let (mut browser, _) = Browser::join(web);
     nc.expect_line("joined");
-    let full = get(web, "/");
+    // The page is no client: it is served on a full server, the chat socket is not.
+    assert!(get(web, "/").starts_with("HTTP/1.1 200 "));
+    let full = http(
+        web,
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    );
     assert!(full.starts_with("HTTP/1.1 503 "), "{full}");
+    assert!(full.ends_with("! server full\n"), "{full}");
     server.shutdown();
     browser.expect_line("* server is shutting down");
     browser.expect_line("* server closed, bye!");
