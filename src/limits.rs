@@ -205,7 +205,10 @@ impl Places {
 }
 
 /// Closes the oldest connection of `places` if all `capacity` are taken; returns its number.
-fn make_room(places: &mut BTreeMap<ConnectionId, Arc<TcpStream>>, capacity: usize) -> Option<ConnectionId> {
+fn make_room(
+    places: &mut BTreeMap<ConnectionId, Arc<TcpStream>>,
+    capacity: usize,
+) -> Option<ConnectionId> {
     if places.len() < capacity {
         return None;
     }
@@ -479,8 +482,8 @@ mod tests {
 
         /// A connected socket (the server's side), and the client's.
         fn socket(&self) -> (Arc<TcpStream>, TcpStream) {
-            let client = TcpStream::connect(self.listener.local_addr().expect("address"))
-                .expect("connect");
+            let client =
+                TcpStream::connect(self.listener.local_addr().expect("address")).expect("connect");
             let (server_side, _) = self.listener.accept().expect("accept");
             (Arc::new(server_side), client)
         }
@@ -502,7 +505,9 @@ mod tests {
             test.take(3, "10.0.0.1", PlaceKind::Client).err(),
             Some(Refusal::TooManyFromAddress)
         );
-        let _third = test.take(4, "10.0.0.2", PlaceKind::Client).expect("other address");
+        let _third = test
+            .take(4, "10.0.0.2", PlaceKind::Client)
+            .expect("other address");
         assert_eq!(
             test.take(5, "10.0.0.2", PlaceKind::Client).err(),
             Some(Refusal::ServerFull)
@@ -528,7 +533,9 @@ mod tests {
     fn handshakes_and_scrapes_count_per_address_but_take_no_client_place() {
         let test = PlacesUnderTest::new(1, 2, false);
         let _scrape = test.take(1, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
-        let handshake = test.take(2, "10.0.0.1", PlaceKind::Handshake).expect("handshake");
+        let handshake = test
+            .take(2, "10.0.0.1", PlaceKind::Handshake)
+            .expect("handshake");
         assert_eq!(
             test.take(3, "10.0.0.1", PlaceKind::Client).err(),
             Some(Refusal::TooManyFromAddress)
@@ -541,7 +548,9 @@ mod tests {
     #[test]
     fn a_handshake_that_becomes_a_client_takes_a_client_place() {
         let test = PlacesUnderTest::new(1, 0, false);
-        let handshake = test.take(1, "10.0.0.1", PlaceKind::Handshake).expect("handshake");
+        let handshake = test
+            .take(1, "10.0.0.1", PlaceKind::Handshake)
+            .expect("handshake");
         handshake.become_client().expect("a client place");
         assert_eq!(
             test.take(2, "10.0.0.1", PlaceKind::Client).err(),
@@ -559,9 +568,9 @@ mod tests {
         for id in 1..=MAX_HANDSHAKES as u64 + 1 {
             let (stream, client) = test.socket();
             let ip = "10.0.0.1".parse().expect("ip");
-            let taken = test
-                .places
-                .take(id, ip, PlaceKind::Handshake, &stream, test.control.clone());
+            let taken =
+                test.places
+                    .take(id, ip, PlaceKind::Handshake, &stream, test.control.clone());
             slots.push(taken.expect("a handshake always gets a place"));
             clients.push(client);
         }
@@ -570,18 +579,31 @@ mod tests {
         clients[0]
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        assert_eq!(std::io::Read::read(&mut clients[0], &mut buffer).ok(), Some(0));
-        assert_eq!(test.places.occupancy.lock().handshakes.len(), MAX_HANDSHAKES);
+        assert_eq!(
+            std::io::Read::read(&mut clients[0], &mut buffer).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            test.places.occupancy.lock().handshakes.len(),
+            MAX_HANDSHAKES
+        );
         assert!(!test.places.occupancy.lock().handshakes.contains_key(&1));
     }
 
     #[test]
     fn once_lets_one_client_in_and_tells_the_supervisor() {
         let test = PlacesUnderTest::new(10, 0, true);
-        let _page = test.take(1, "10.0.0.1", PlaceKind::Handshake).expect("page");
+        let _page = test
+            .take(1, "10.0.0.1", PlaceKind::Handshake)
+            .expect("page");
         let _scrape = test.take(2, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
-        assert!(test.heard.try_recv().is_err(), "pages and scrapes do not count");
-        let client = test.take(3, "10.0.0.1", PlaceKind::Handshake).expect("client");
+        assert!(
+            test.heard.try_recv().is_err(),
+            "pages and scrapes do not count"
+        );
+        let client = test
+            .take(3, "10.0.0.1", PlaceKind::Handshake)
+            .expect("client");
         client.become_client().expect("the one client");
         assert!(matches!(test.heard.try_recv(), Ok(Control::OneClientCame)));
         assert_eq!(

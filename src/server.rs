@@ -107,6 +107,7 @@ fn format_host_port(host: &str, port: u16) -> String {
 pub struct Server {
     local_addr: SocketAddr,
     web_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     supervisor: JoinHandle<Result<(), Error>>,
 }
@@ -236,6 +237,7 @@ impl Server {
         Ok(Server {
             local_addr,
             web_addr,
+            metrics_addr,
             shutdown,
             supervisor,
         })
@@ -249,6 +251,11 @@ impl Server {
     /// The address of the `--web` listener, if there is one.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The address of the `--metrics` listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// A handle that asks this server to shut down, e.g. from a Ctrl-C handler.
@@ -542,7 +549,7 @@ fn is_transient_accept_error(error: &io::Error) -> bool {
 }
 
 /// Sends a one-line reason and closes, without ever blocking the acceptor.
-/// A browser gets the line as the body of a 503 response; an empty line is no words
+/// A browser or a scraper gets the line as the body of a 503 response; an empty line is no words
 /// (TLS: nothing is readable before the handshake).
 fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
     if line.is_empty() {
@@ -551,8 +558,8 @@ fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
     }
     let response;
     let bytes = match transport {
-        Transport::Tcp | Transport::Metrics => line,
-        Transport::Web => {
+        Transport::Tcp => line,
+        Transport::Web | Transport::Metrics => {
             response = web::unavailable_response(line);
             &response
         }

@@ -7,6 +7,7 @@ mod cluster;
 mod dump;
 mod echo;
 mod hardening;
+mod listeners;
 mod metrics;
 mod moderation;
 mod rooms;

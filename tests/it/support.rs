@@ -84,7 +84,20 @@ impl LineClient {
 
     /// Connects and reads the welcome line of the chat; returns the client and its nick.
     pub fn join(address: SocketAddr) -> (LineClient, String) {
-        let mut client = LineClient::connect(address);
+        LineClient::welcomed(LineClient::connect(address))
+    }
+
+    /// [`LineClient::join`] from another local address, such as `127.0.0.2`.
+    pub fn join_from(source: &str, address: SocketAddr) -> (LineClient, String) {
+        let stream = connect_from(source, address);
+        let writer = stream.try_clone().expect("clone");
+        LineClient::welcomed(LineClient {
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    fn welcomed(mut client: LineClient) -> (LineClient, String) {
         let welcome = client.expect_line("* welcome, ");
         let nick = welcome
             .trim_start_matches("* welcome, ")
@@ -393,6 +406,21 @@ pub fn failed_start(args: &[&str]) -> Vec<String> {
         "tcpchat {args:?} exited with {status}"
     );
     log.iter().collect()
+}
+
+/// A connection to `address` from `source`: any 127.x.y.z reaches a server on 127.0.0.1,
+/// so tests can be several addresses.
+pub fn connect_from(source: &str, address: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let source: SocketAddr = format!("{source}:0").parse().expect("source");
+    socket
+        .bind(&source.into())
+        .expect("bind the source address");
+    socket.connect(&address.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream
 }
 
 /// True if a connection to `address` is refused now.

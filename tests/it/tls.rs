@@ -304,3 +304,35 @@ fn the_page_and_its_websocket_work_over_https_and_wss() {
         }
     }
 }
+
+#[test]
+fn stalled_handshakes_hold_no_client_place_and_a_full_server_says_so_over_tls() {
+    let certificate = test_certificate("places");
+    let server = start_chat(Config {
+        max_clients: 2,
+        tls: Some(Certificate::Files {
+            cert: certificate.cert.0.clone(),
+            key: certificate.key.0.clone(),
+        }),
+        ..Config::localhost()
+    });
+    let address = server.local_addr();
+    // More connections than client places, none of which ever sends a ClientHello.
+    let stalled: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(address).expect("connect"))
+        .collect();
+    let config = client_config(&certificate.der);
+    let (mut ann, ann_nick) = TlsClient::join(address, Arc::clone(&config));
+    let (mut bob, _) = TlsClient::join(address, Arc::clone(&config));
+    ann.send("still room for real clients");
+    assert_eq!(
+        bob.expect_line("still room"),
+        format!("[{ann_nick}] still room for real clients")
+    );
+    // The third real client finds the server full, and is told so in TLS it can read.
+    let mut third = BufReader::new(tls_stream(address, config));
+    let mut refusal = String::new();
+    third.read_line(&mut refusal).expect("a line");
+    assert_eq!(refusal, "! server full\n");
+    drop(stalled);
+}

@@ -10,7 +10,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::support::{LineClient, PATIENCE, start_chat};
 
-fn start_with_web(config: Config) -> (Server, SocketAddr) {
+pub(crate) fn start_with_web(config: Config) -> (Server, SocketAddr) {
     let server = start_chat(Config {
         web: Some(String::from("127.0.0.1:0")),
         ..config
@@ -20,12 +20,12 @@ fn start_with_web(config: Config) -> (Server, SocketAddr) {
 }
 
 /// A browser-like WebSocket client.
-struct Browser {
+pub(crate) struct Browser {
     socket: WebSocket<TcpStream>,
 }
 
 impl Browser {
-    fn connect(web: SocketAddr) -> Browser {
+    pub(crate) fn connect(web: SocketAddr) -> Browser {
         let stream = TcpStream::connect(web).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         let (socket, _) = tungstenite::client(format!("ws://{web}/ws"), stream).expect("handshake");
@@ -33,7 +33,7 @@ impl Browser {
     }
 
     /// Connects and reads the welcome; returns the client and its nick.
-    fn join(web: SocketAddr) -> (Browser, String) {
+    pub(crate) fn join(web: SocketAddr) -> (Browser, String) {
         let mut browser = Browser::connect(web);
         let welcome = browser.expect_line("* welcome, ");
         let nick = welcome["* welcome, ".len()..]
@@ -44,14 +44,14 @@ impl Browser {
         (browser, nick)
     }
 
-    fn send(&mut self, text: &str) {
+    pub(crate) fn send(&mut self, text: &str) {
         self.socket
             .send(Message::text(text))
             .expect("send a text frame");
     }
 
     /// The next text frame; panics on anything else.
-    fn next_frame(&mut self) -> String {
+    pub(crate) fn next_frame(&mut self) -> String {
         loop {
             match self.socket.read().expect("a frame within PATIENCE") {
                 Message::Text(text) => return text.to_string(),
@@ -62,7 +62,7 @@ impl Browser {
     }
 
     /// Reads frames until a line containing `pattern`; every frame must hold whole lines.
-    fn expect_line(&mut self, pattern: &str) -> String {
+    pub(crate) fn expect_line(&mut self, pattern: &str) -> String {
         let mut seen = Vec::new();
         loop {
             let frame = self.next_frame();
@@ -78,7 +78,7 @@ impl Browser {
     }
 
     /// Reads until the server's close frame; returns its code.
-    fn expect_close(&mut self) -> CloseCode {
+    pub(crate) fn expect_close(&mut self) -> CloseCode {
         loop {
             match self.socket.read() {
                 Ok(Message::Close(Some(frame))) => return frame.code,
@@ -91,7 +91,7 @@ impl Browser {
 }
 
 /// Sends raw bytes as one HTTP request and returns the whole response.
-fn http(web: SocketAddr, request: &[u8]) -> String {
+pub(crate) fn http(web: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(web).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     stream.write_all(request).expect("send request");
@@ -100,7 +100,7 @@ fn http(web: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&response).into_owned()
 }
 
-fn get(web: SocketAddr, path: &str) -> String {
+pub(crate) fn get(web: SocketAddr, path: &str) -> String {
     http(
         web,
         format!("GET {path} HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes(),

@@ -1,0 +1,135 @@
+//! Every port is bounded and counted: no port can take the descriptors or threads the chat
+//! needs, `--max-per-ip` counts a client's connections on all of them, and `--once` is one
+//! chat client, whatever pages and scrapes came before it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+use tcpchat::Config;
+
+use crate::support::{BinaryServer, LineClient, PATIENCE, connect_from, start_chat};
+use crate::web::{Browser, get, start_with_web};
+
+/// The metrics port's address, from the binary's log.
+fn metrics_address(server: &mut BinaryServer) -> SocketAddr {
+    let line = server.expect_log("metrics on http://");
+    line.rsplit("http://")
+        .next()
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .expect("address")
+        .parse()
+        .expect("socket address")
+}
+
+fn scrape(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_metrics_connections_cannot_take_the_descriptors_the_chat_needs() {
+    let mut server = BinaryServer::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_address(&mut server);
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(metrics).expect("connect"))
+        .collect();
+    // Accepted in order: when this scrape is answered, every idle one was accepted before.
+    let response = scrape(metrics);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert!(
+        response.contains("tcpchat_refusals_total{reason=\"scrapes_full\"}"),
+        "{response}"
+    );
+    // The oldest were closed to make room: the server holds a few dozen descriptors, not
+    // hundreds (their threads end a moment after their sockets are shut down).
+    let deadline = Instant::now() + PATIENCE;
+    while open_descriptors(server.pid()) > 100 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors open",
+            open_descriptors(server.pid())
+        );
+        std::thread::yield_now();
+    }
+    let (mut ann, ann_nick) = LineClient::join(server.address);
+    let (mut bob, _) = LineClient::join(server.address);
+    ann.send("the chat is not starved");
+    bob.expect_line(&format!("[{ann_nick}] the chat is not starved"));
+    drop(idle);
+}
+
+#[test]
+fn max_per_ip_counts_an_address_on_every_port() {
+    let server = start_chat(Config {
+        max_per_ip: 2,
+        metrics: Some(String::from("127.0.0.1:0")),
+        web: Some(String::from("127.0.0.1:0")),
+        ..Config::localhost()
+    });
+    let web = server.web_addr().expect("web port");
+    let metrics = server.metrics_addr().expect("metrics port");
+    // Two chat clients from one address use up its share...
+    let (_first, _) = LineClient::join_from("127.0.0.2", server.local_addr());
+    let (_second, _) = LineClient::join_from("127.0.0.2", server.local_addr());
+    // ...on the other ports too.
+    for port in [web, metrics] {
+        let mut refused = connect_from("127.0.0.2", port);
+        write!(refused, "GET / HTTP/1.1\r\nHost: {port}\r\n\r\n").expect("request");
+        let mut response = String::new();
+        let _ = refused.read_to_string(&mut response);
+        assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+        assert!(
+            response.ends_with("! too many connections from your address\n"),
+            "{response}"
+        );
+    }
+    // Another address is not concerned.
+    let mut other = connect_from("127.0.0.3", metrics);
+    write!(other, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    let _ = other.read_to_string(&mut response);
+    assert!(
+        response.contains("tcpchat_refusals_total{reason=\"per_ip\"} 2"),
+        "{response}"
+    );
+}
+
+#[test]
+fn once_with_web_serves_the_page_then_its_one_browser_then_exits() {
+    let (server, web) = start_with_web(Config {
+        once: true,
+        ..Config::localhost()
+    });
+    for path in ["/", "/app.js", "/app.css", "/no-such-page"] {
+        let response = get(web, path);
+        assert!(response.starts_with("HTTP/1.1 "), "{path}: {response}");
+    }
+    let (mut browser, _) = Browser::join(web);
+    browser.send("/quit");
+    browser.expect_line("* bye!");
+    server.join().expect("the server ends with its one client");
+}
+
+#[test]
+fn once_with_metrics_is_not_used_up_by_a_scrape() {
+    let mut server = BinaryServer::start(&["--once", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_address(&mut server);
+    assert!(scrape(metrics).starts_with("HTTP/1.1 200 "));
+    assert!(scrape(metrics).starts_with("HTTP/1.1 200 "));
+    let (mut only, _) = LineClient::join(server.address);
+    only.send("/quit");
+    only.expect_closed();
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+}
