@@ -31,6 +31,7 @@ use crate::transport::{DirectOutput, Transport};
 mod cluster;
 mod commands;
 mod delivery;
+mod guesses;
 mod notices;
 mod shared;
 mod waker;
@@ -40,8 +41,6 @@ use delivery::Delivery;
 use notices::{BIG_ROOM, GatheredNotices, NoticeBatch, NoticeKind};
 pub(crate) use waker::WritableWatch;
 
-/// After a wrong `/op` password, how long before the client may try again.
-const OP_RETRY_DELAY: Duration = Duration::from_secs(3);
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
 /// indefinitely.
 const MAX_EVENTS_PER_WAKEUP: usize = 4096;
@@ -157,6 +156,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
             .map(|(requests, node, incarnation)| ClusterView::new(requests, node, incarnation)),
         settings,
         transcript_pending: Vec::new(),
+        guesses: guesses::Guesses::default(),
     };
     loop {
         // Wait for an event, or for what is due: a pass over waiting output, a retry of
@@ -221,6 +221,8 @@ struct Hub {
     delivery: Delivery,
     /// The other nodes, with `--cluster`.
     cluster: Option<ClusterView>,
+    /// Wrong `/op` passwords by address.
+    guesses: guesses::Guesses,
 }
 
 struct Client {
@@ -232,8 +234,6 @@ struct Client {
     shows_time: bool,
     is_operator: bool,
     is_muted: bool,
-    /// When this client last gave a wrong `/op` password.
-    wrong_password_at: Option<Instant>,
     outbox: Outbox,
     /// It has output the kernel has not taken yet (delivery.rs).
     is_dirty: bool,
@@ -318,7 +318,6 @@ impl Hub {
                 shows_time: false,
                 is_operator: false,
                 is_muted: false,
-                wrong_password_at: None,
                 outbox,
                 is_dirty: false,
                 sweep: 0,

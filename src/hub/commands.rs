@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::{Hub, LeaveReason, OP_RETRY_DELAY};
+use super::{Hub, LeaveReason};
 use crate::cluster::wire::Shared;
 use crate::cluster::{Outgoing, now_micros};
 use crate::control::ConnectionId;
@@ -202,28 +202,37 @@ impl Hub {
         });
     }
 
-    /// `/op PASSWORD`. A wrong password makes the client wait OP_RETRY_DELAY before it
-    /// may try again, so passwords cannot be guessed at line speed.
+    /// `/op PASSWORD`. A wrong password makes every connection from the client's address
+    /// wait before it may try again (hub/guesses.rs), so passwords cannot be guessed at line
+    /// speed, nor at line speed times the connections one opens.
     pub(super) fn make_operator(&mut self, id: ConnectionId, nick: &str, password: &str) {
         let Some(expected) = self.settings.op_password.clone() else {
             return self.reply(id, String::from("! there are no operators on this server"));
         };
-        let Some(client) = self.clients.get_mut(&id) else {
+        let Some(peer) = self.clients.get(&id).map(|client| client.peer) else {
             return;
         };
-        if client
-            .wrong_password_at
-            .is_some_and(|at| at.elapsed() < OP_RETRY_DELAY)
-        {
-            return self.reply(id, String::from("! too many tries: wait a few seconds"));
+        let now = Instant::now();
+        if let Some(left) = self.guesses.wait_left(peer.ip(), now) {
+            let seconds = left.as_secs_f64().ceil();
+            return self.reply(
+                id,
+                format!("! too many tries from your address: wait {seconds} s"),
+            );
         }
         if password != expected {
-            client.wrong_password_at = Some(Instant::now());
-            warn!("wrong operator password from {nick} ({})", client.peer);
-            return self.reply(id, String::from("! wrong password"));
+            let wait = self.guesses.failed(peer.ip(), now);
+            warn!("wrong operator password from {nick} ({peer})");
+            return self.reply(
+                id,
+                format!("! wrong password (next try in {} s)", wait.as_secs()),
+            );
         }
-        client.is_operator = true;
-        info!("{nick} ({}) is now an operator", client.peer);
+        self.guesses.succeeded(peer.ip());
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.is_operator = true;
+        }
+        info!("{nick} ({peer}) is now an operator");
         self.reply(id, String::from("* you are now an operator"));
     }
 

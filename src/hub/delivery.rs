@@ -243,7 +243,6 @@ mod tests {
             shows_time: false,
             is_operator: false,
             is_muted: false,
-            wrong_password_at: None,
             outbox: Outbox::new(Transport::Tcp, None, Default::default()),
             is_dirty: false,
             sweep: 0,

@@ -37,14 +37,41 @@ fn wrong_passwords_are_refused_slowed_down_and_logged() {
     let mut server = BinaryServer::start(&["--op-password", "sesame"]);
     let (mut guesser, nick) = LineClient::join(server.address);
     guesser.send("/op guess1");
-    assert_eq!(guesser.expect_line("!"), "! wrong password");
+    assert_eq!(guesser.expect_line("!"), "! wrong password (next try in 3 s)");
     server.expect_log(&format!("wrong operator password from {nick} (127.0.0.1:"));
     // Even the right one is refused while the client must wait.
     guesser.send("/op sesame");
     assert_eq!(
         guesser.expect_line("!"),
-        "! too many tries: wait a few seconds"
+        "! too many tries from your address: wait 3 s"
     );
+}
+
+#[test]
+fn guessing_waits_per_address_whatever_connection_it_comes_from() {
+    let server = start_chat(with_password());
+    let address = server.local_addr();
+    let mut guessers: Vec<LineClient> = (0..5)
+        .map(|_| LineClient::join_from("127.0.0.2", address).0)
+        .collect();
+    guessers[0].send("/op guess");
+    assert_eq!(
+        guessers[0].expect_line("!"),
+        "! wrong password (next try in 3 s)"
+    );
+    // A new connection from the same address guesses no sooner.
+    for guesser in &mut guessers[1..] {
+        guesser.send("/op sesame");
+        assert!(
+            guesser
+                .expect_line("!")
+                .starts_with("! too many tries from your address: wait ")
+        );
+    }
+    // The teacher, on another address, is not locked out.
+    let (mut teacher, _) = LineClient::join_from("127.0.0.3", address);
+    teacher.send("/op sesame");
+    assert_eq!(teacher.expect_line("operator"), "* you are now an operator");
 }
 
 #[test]
