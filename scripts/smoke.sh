@@ -21,7 +21,7 @@ echo "hello from ann" >&3
 wait_for "$WORK/client2.log" "[ann] hello from ann"
 wait_for "$WORK/client3.log" "[ann] hello from ann"
 echo "/me waves back" >&4
-wait_for "$WORK/client1.log" "* guest-2 waves back"
+wait_for "$WORK/client1.log" "[guest-2] * waves back"
 printf 'telnet style\r\n' >&5
 wait_for "$WORK/client1.log" "[guest-3] telnet style"
 echo "/msg ann just you" >&5

@@ -24,6 +24,7 @@ use crate::control::ConnectionId;
 use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
 use crate::protocol::Input;
+use crate::protocol::page_events::{self, Closing};
 use crate::rooms::{LOBBY, RoomId, Rooms};
 use crate::transport::tls::TlsSession;
 use crate::transport::{DirectOutput, Transport};
@@ -339,6 +340,8 @@ impl Hub {
                 "* welcome, {nick}! {others}. Type /help for commands."
             )),
         );
+        self.tell_page(id, page_events::you(&nick, self.rooms.name(LOBBY)));
+        self.tell_page(id, self.people_event(LOBBY));
         if let Some(motd) = self.settings.motd.clone() {
             self.queue(id, motd);
         }
@@ -368,6 +371,16 @@ impl Hub {
             .metrics
             .count_client(client.transport, client.tls, -1);
         if let Some(farewell) = farewell {
+            let closing = match reason {
+                LeaveReason::Quit(_) => Some(Closing::Quit),
+                LeaveReason::IdleTimeout => Some(Closing::Idle),
+                LeaveReason::Kicked { .. } => Some(Closing::Kicked),
+                _ => None,
+            };
+            if let Some(closing) = closing.filter(|_| client.outbox.is_browser()) {
+                let event = Chunk::whole(line(&page_events::closing(closing)));
+                client.outbox.push(event);
+            }
             client.outbox.push_last(Chunk::whole(line(farewell)));
         }
         if reason != LeaveReason::SlowConsumer {
@@ -395,6 +408,32 @@ impl Hub {
             reason: reason.to_string(),
         });
         self.rooms.leave(room);
+    }
+
+    /// Queues an event line for the web page (protocol/page_events.rs) if `id` is a
+    /// browser; nobody else gets one.
+    fn tell_page(&mut self, id: ConnectionId, event: String) {
+        if self.clients.get(&id).is_some_and(|c| c.outbox.is_browser()) {
+            self.queue(id, line(&event));
+        }
+    }
+
+    /// Everyone in `room`, on this node and the others, sorted ignoring case.
+    fn nicks_in(&self, room: RoomId) -> Vec<&str> {
+        let mut nicks: Vec<&str> = self
+            .clients
+            .values()
+            .filter(|c| c.room == room)
+            .map(|c| c.nick.as_str())
+            .chain(self.cluster.iter().flat_map(|c| c.remote_in(room)))
+            .collect();
+        nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        nicks
+    }
+
+    /// The page's list of the people in `room`.
+    fn people_event(&self, room: RoomId) -> String {
+        page_events::people(self.rooms.name(room), self.nicks_in(room))
     }
 
     fn reply(&mut self, id: ConnectionId, text: String) {
@@ -487,7 +526,8 @@ impl Hub {
         for (&id, client) in self.clients.iter_mut() {
             let room = client.room;
             let ending = client.outbox.line_ending();
-            deliveries += sealed.chunks_for(id, room, ending, |chunk| {
+            let is_browser = client.outbox.is_browser();
+            deliveries += sealed.chunks_for(id, room, ending, is_browser, |chunk| {
                 self.delivery.push(client, id, chunk)
             });
         }

@@ -158,6 +158,11 @@ impl Outbox {
         }
     }
 
+    /// Whether the client is a browser (the page gets event lines).
+    pub(crate) fn is_browser(&self) -> bool {
+        matches!(self.encoding, Encoding::WebSocket)
+    }
+
     /// How this client's lines must end: chunks given to [`Outbox::push`] end so.
     pub(crate) fn line_ending(&self) -> LineEnding {
         match self.encoding {
@@ -348,11 +353,15 @@ struct Segment {
     room: Option<RoomId>,
     /// Lines in the segment, for counting deliveries.
     lines: u32,
+    /// Event lines for the web page (protocol/page_events.rs), which only browsers get.
+    browsers_only: bool,
 }
 
 impl Segment {
-    fn is_for(&self, recipient: ConnectionId, recipient_room: RoomId) -> bool {
-        self.except != Some(recipient) && self.room.is_none_or(|room| room == recipient_room)
+    fn is_for(&self, recipient: ConnectionId, recipient_room: RoomId, is_browser: bool) -> bool {
+        self.except != Some(recipient)
+            && self.room.is_none_or(|room| room == recipient_room)
+            && (is_browser || !self.browsers_only)
     }
 }
 
@@ -365,13 +374,38 @@ impl Round {
         except: Option<ConnectionId>,
         room: Option<RoomId>,
     ) {
+        self.push(parts, except, room, false);
+    }
+
+    /// Appends an event line for the web page (protocol/page_events.rs) for the browsers
+    /// in `room` (every room if `None`) but `except`.
+    pub(crate) fn push_browser_line(
+        &mut self,
+        event: &str,
+        except: Option<ConnectionId>,
+        room: Option<RoomId>,
+    ) {
+        self.push(&[event], except, room, true);
+    }
+
+    fn push(
+        &mut self,
+        parts: &[&str],
+        except: Option<ConnectionId>,
+        room: Option<RoomId>,
+        browsers_only: bool,
+    ) {
         for part in parts {
             self.bytes.extend_from_slice(part.as_bytes());
         }
         self.bytes.push(b'\n');
         let end = self.bytes.len();
         match self.segments.last_mut() {
-            Some(last) if last.except == except && last.room == room => {
+            Some(last)
+                if last.except == except
+                    && last.room == room
+                    && last.browsers_only == browsers_only =>
+            {
                 last.end = end;
                 last.lines += 1;
             }
@@ -380,6 +414,7 @@ impl Round {
                 except,
                 room,
                 lines: 1,
+                browsers_only,
             }),
         }
     }
@@ -419,12 +454,14 @@ struct Rendering {
 
 impl SealedRound {
     /// The ranges `recipient`, in `room`, gets: its room's lines and everyone's, but not
-    /// its own; adjacent ranges merged; lines ending in `ending`. Returns how many lines.
+    /// its own, and the page's event lines only if it is a browser; adjacent ranges merged;
+    /// lines ending in `ending`. Returns how many lines.
     pub(crate) fn chunks_for(
         &self,
         recipient: ConnectionId,
         room: RoomId,
         ending: LineEnding,
+        is_browser: bool,
         mut take: impl FnMut(Chunk),
     ) -> u64 {
         let mut lines = 0;
@@ -435,7 +472,7 @@ impl SealedRound {
         let mut run_start = None;
         let mut start = 0;
         for (segment, &end) in self.segments.iter().zip(&rendering.segment_ends) {
-            let wanted = segment.is_for(recipient, room);
+            let wanted = segment.is_for(recipient, room, is_browser);
             if wanted {
                 lines += u64::from(segment.lines);
             }
@@ -501,7 +538,7 @@ mod tests {
     fn ranges_for(round: &SealedRound, id: ConnectionId) -> Vec<String> {
         let mut out = Vec::new();
         let room = if id == 4 { 1 } else { 0 };
-        round.chunks_for(id, room, LineEnding::Lf, |chunk| {
+        round.chunks_for(id, room, LineEnding::Lf, id == 3, |chunk| {
             out.push(String::from_utf8_lossy(&chunk.bytes[chunk.start..chunk.end]).into_owned())
         });
         out
@@ -514,6 +551,7 @@ mod tests {
         round.push_line(&["[a] ", "two"], Some(1), Some(0));
         round.push_line(&["[b] three"], Some(2), Some(0));
         round.push_line(&["* notice"], None, None);
+        round.push_browser_line("\u{1}event", None, None);
         round.push_line(&["[d] elsewhere"], Some(4), Some(1));
         let sealed = round.seal().expect("lines");
         assert_eq!(ranges_for(&sealed, 1), vec!["[b] three\n* notice\n"]);
@@ -521,9 +559,10 @@ mod tests {
             ranges_for(&sealed, 2),
             vec!["[a] one\n[a] two\n", "* notice\n"]
         );
+        // Client 3 is a browser: it gets the event line too.
         assert_eq!(
             ranges_for(&sealed, 3),
-            vec!["[a] one\n[a] two\n[b] three\n* notice\n"]
+            vec!["[a] one\n[a] two\n[b] three\n* notice\n\u{1}event\n"]
         );
         // Client 4 is in room 1: only what is for every room reaches it.
         assert_eq!(ranges_for(&sealed, 4), vec!["* notice\n"]);
@@ -538,7 +577,7 @@ mod tests {
         let sealed = round.seal().expect("lines");
         let mut seen = Vec::new();
         for id in [1, 3] {
-            sealed.chunks_for(id, 0, LineEnding::CrLf, |chunk| seen.push(chunk));
+            sealed.chunks_for(id, 0, LineEnding::CrLf, false, |chunk| seen.push(chunk));
         }
         let text = |chunk: &Chunk| {
             String::from_utf8_lossy(&chunk.bytes[chunk.start..chunk.end]).into_owned()

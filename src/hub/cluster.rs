@@ -12,6 +12,7 @@ use super::{Hub, NoticeKind};
 use crate::cluster::wire::{Envelope, Member, Shared};
 use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_micros};
 use crate::control::ConnectionId;
+use crate::protocol::page_events;
 use crate::rooms::RoomId;
 
 /// Events said while the link was down that are sent to the others when it is back.
@@ -517,7 +518,10 @@ impl Hub {
             .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick));
         match (awaited, granted) {
             (true, Some(true) | None) => self.complete_rename(id, nick),
-            (true, Some(false)) => self.reply(id, format!("! nick {nick} is taken")),
+            (true, Some(false)) => {
+                self.reply(id, format!("! nick {nick} is taken"));
+                self.tell_page(id, page_events::taken(&nick));
+            }
             (false, Some(false)) if holds_it => self.rename_to_guest(id, &nick),
             (false, Some(true)) if !holds_it => {
                 if let Some(cluster) = &self.cluster {

@@ -10,7 +10,7 @@ use crate::cluster::wire::Shared;
 use crate::cluster::{Outgoing, now_micros};
 use crate::control::ConnectionId;
 use crate::outbox::line;
-use crate::protocol::{self, Input, NickError};
+use crate::protocol::{self, Input, NickError, page_events};
 use crate::rooms::{RoomId, clock_time};
 
 impl Hub {
@@ -69,6 +69,8 @@ impl Hub {
                 .as_ref()
                 .map_or(0, |c| c.remote_in(new_room).count());
         self.reply(id, format!("* you are now in {new_name} ({here} here)"));
+        self.tell_page(id, page_events::you(nick, &new_name));
+        self.tell_page(id, self.people_event(new_room));
         self.send_history(id, new_room);
         self.publish(Shared::Joined {
             room: new_room,
@@ -113,17 +115,12 @@ impl Hub {
                 self.publish(Shared::Notice { room: None, line });
             }
             Input::Message(text) => self.say(id, room, nick, &["[", "", "] ", &text]),
-            Input::Me(action) => self.say(id, room, nick, &["* ", "", " ", &action]),
+            // `[ann] * waves`: a line a client chose starts with its nick in brackets, so
+            // none can read as a server notice (`* ann left (quit)`).
+            Input::Me(action) => self.say(id, room, nick, &["[", "", "] * ", &action]),
             Input::Nick(new_nick) => self.rename(id, new_nick),
             Input::Who => {
-                let mut nicks: Vec<&str> = self
-                    .clients
-                    .values()
-                    .filter(|c| c.room == room)
-                    .map(|c| c.nick.as_str())
-                    .chain(self.cluster.iter().flat_map(|c| c.remote_in(room)))
-                    .collect();
-                nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+                let nicks = self.nicks_in(room);
                 let text = format!(
                     "* in {} ({}): {}",
                     self.rooms.name(room),
@@ -131,6 +128,7 @@ impl Hub {
                     nicks.join(", ")
                 );
                 self.reply(id, text);
+                self.tell_page(id, self.people_event(room));
             }
             Input::Rooms => {
                 let list: Vec<String> = self
@@ -324,11 +322,15 @@ impl Hub {
                     String::from("! nicks starting with guest- are reserved"),
                 );
             }
+            Err(NickError::ServerWord) => {
+                return self.reply(id, format!("! nick {new_nick} is reserved for the server"));
+            }
             Ok(()) => {}
         }
         let taken_here = self.find_nick(&new_nick).is_some_and(|owner| owner != id);
         if taken_here || self.remote_nick(&new_nick).is_some() {
-            return self.reply(id, format!("! nick {new_nick} is taken"));
+            self.reply(id, format!("! nick {new_nick} is taken"));
+            return self.tell_page(id, page_events::taken(&new_nick));
         }
         match &mut self.cluster {
             Some(cluster) if cluster.is_linked() => {
@@ -367,6 +369,8 @@ impl Hub {
             cluster.request(Outgoing::ReleaseNick(old_nick.clone()));
         }
         self.reply(id, format!("* you are now {new_nick}"));
+        let room_name = self.rooms.name(room).to_owned();
+        self.tell_page(id, page_events::you(&new_nick, &room_name));
         self.publish(Shared::Renamed {
             room,
             id,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::ConnectionId;
 use crate::outbox::Round;
-use crate::protocol;
+use crate::protocol::{self, page_events};
 use crate::rooms::RoomId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub(super) struct NoticeBatch {
     room: RoomId,
     /// Up to three names shown, with the reason for leaves.
     shown: Vec<String>,
+    /// The same nicks without reasons, for the page.
+    names: Vec<String>,
     total: usize,
     /// The first notice of the batch, whose kind is the batch's kind.
     first: Option<(ConnectionId, NoticeKind, String)>,
@@ -67,6 +69,7 @@ impl NoticeBatch {
                 NoticeKind::Joined => nick.clone(),
                 NoticeKind::Left(reason) => format!("{nick} ({reason})"),
             });
+            self.names.push(nick.clone());
         }
         self.total += 1;
         if self.first.is_none() {
@@ -78,10 +81,17 @@ impl NoticeBatch {
         let Some((first_id, first_kind, first_nick)) = self.first else {
             return;
         };
+        let names = self.names.iter().map(String::as_str);
+        let more = self.total - self.names.len();
+        let event = match first_kind {
+            NoticeKind::Joined => page_events::joined(names, more),
+            NoticeKind::Left(_) => page_events::left(names, more),
+        };
         if self.total == 1 {
             // Not for the client it is about: a leaver that only moved rooms is still here.
             let text = first_kind.line(&first_nick);
             round.push_line(&[&text], Some(first_id), Some(self.room));
+            round.push_browser_line(&event, Some(first_id), Some(self.room));
             return;
         }
         let verb = match first_kind {
@@ -90,6 +100,7 @@ impl NoticeBatch {
         };
         let names = protocol::name_list(&self.shown, self.total);
         round.push_line(&["* ", &names, " ", verb], None, Some(self.room));
+        round.push_browser_line(&event, None, Some(self.room));
     }
 }
 
@@ -113,19 +124,26 @@ struct Gathered {
     left: NameCount,
 }
 
-/// Up to three names, and how many in all.
+/// Up to three names (as shown, and as nicks for the page), and how many in all.
 #[derive(Default)]
 struct NameCount {
     shown: Vec<String>,
+    nicks: Vec<String>,
     total: usize,
 }
 
 impl NameCount {
-    fn add(&mut self, name: String) {
+    fn add(&mut self, nick: String, shown: String) {
         if self.shown.len() < 3 {
-            self.shown.push(name);
+            self.shown.push(shown);
+            self.nicks.push(nick);
         }
         self.total += 1;
+    }
+
+    /// The page's event for these names, if there are any.
+    fn event(&self, make: fn(std::slice::Iter<'_, String>, usize) -> String) -> Option<String> {
+        (self.total > 0).then(|| make(self.nicks.iter(), self.total - self.nicks.len()))
     }
 }
 
@@ -137,8 +155,11 @@ impl GatheredNotices {
             left: NameCount::default(),
         });
         match kind {
-            NoticeKind::Joined => gathered.joined.add(nick),
-            NoticeKind::Left(reason) => gathered.left.add(format!("{nick} ({reason})")),
+            NoticeKind::Joined => gathered.joined.add(nick.clone(), nick),
+            NoticeKind::Left(reason) => {
+                let shown = format!("{nick} ({reason})");
+                gathered.left.add(nick, shown);
+            }
         }
     }
 
@@ -175,6 +196,17 @@ impl GatheredNotices {
             .flatten()
             .collect();
             round.push_line(&["* ", &parts.join("; ")], None, Some(room));
+            let events = [
+                gathered
+                    .joined
+                    .event(|nicks, more| page_events::joined(nicks.map(String::as_str), more)),
+                gathered
+                    .left
+                    .event(|nicks, more| page_events::left(nicks.map(String::as_str), more)),
+            ];
+            for event in events.iter().flatten() {
+                round.push_browser_line(event, None, Some(room));
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{Hub, LeaveReason};
 use crate::cluster::wire::Shared;
 use crate::control::ConnectionId;
 use crate::outbox::line;
+use crate::protocol::page_events;
 use crate::rooms::RoomId;
 
 /// Who an event comes from, as the hub applying it sees it.
@@ -91,6 +92,8 @@ impl Hub {
                     self.remote_renamed(name, id, &new);
                 }
                 self.broadcast(Some(room), &["* ", &old, " is now ", &new], except(id));
+                let event = page_events::renamed(&old, &new);
+                self.round.push_browser_line(&event, except(id), Some(room));
             }
             Shared::Notice { room, line } => self.broadcast(room, &[&line], None),
             Shared::Private { from, to, text } => {

@@ -4,6 +4,7 @@
 //! server sends.
 
 mod lines;
+pub mod page_events;
 mod sanitize;
 
 pub use lines::{Decoded, LineDecoder, LineSplitter, Piece};
@@ -129,7 +130,16 @@ pub enum NickError {
     Invalid,
     /// `guest-...` names are handed out by the server.
     Reserved,
+    /// A word the server's own lines use (`server`, `you`, ...): see [`SERVER_WORDS`].
+    ServerWord,
 }
+
+/// Nicks nobody may take, ignoring case: the words the server's own lines start with or
+/// speak as (`* you are now ...`, `* in lobby (3): ...`, `* notice from ...`), and the
+/// names people take for the server's. `[server] shutting down` would pass for the server.
+pub const SERVER_WORDS: &[&str] = &[
+    "server", "system", "admin", "operator", "notice", "you", "in", "history", "rooms", "welcome",
+];
 
 /// Whether a nick or room name is 1 to 20 of A-Z a-z 0-9 _ -.
 pub fn is_valid_name(name: &str) -> bool {
@@ -144,8 +154,12 @@ pub fn validate_nick(nick: &str) -> Result<(), NickError> {
     if !is_valid_name(nick) {
         return Err(NickError::Invalid);
     }
-    if nick.to_ascii_lowercase().starts_with("guest-") {
+    let lower = nick.to_ascii_lowercase();
+    if lower.starts_with("guest-") {
         return Err(NickError::Reserved);
+    }
+    if SERVER_WORDS.contains(&lower.as_str()) {
+        return Err(NickError::ServerWord);
     }
     Ok(())
 }
@@ -256,6 +270,9 @@ mod tests {
         assert_eq!(validate_nick("ä"), Err(NickError::Invalid));
         assert_eq!(validate_nick(&"x".repeat(21)), Err(NickError::Invalid));
         assert_eq!(validate_nick("Guest-9"), Err(NickError::Reserved));
+        assert_eq!(validate_nick("Server"), Err(NickError::ServerWord));
+        assert_eq!(validate_nick("you"), Err(NickError::ServerWord));
+        assert_eq!(validate_nick("young"), Ok(()));
     }
 
     #[test]

@@ -96,8 +96,11 @@ fn me_and_private_messages_reach_the_right_people() {
     let (mut carol, _) = LineClient::join(server.local_addr());
 
     alice.send("/me waves");
-    assert_eq!(carol.expect_line("waves"), format!("* {alice_nick} waves"));
-    assert_eq!(bob.expect_line("waves"), format!("* {alice_nick} waves"));
+    assert_eq!(
+        carol.expect_line("waves"),
+        format!("[{alice_nick}] * waves")
+    );
+    assert_eq!(bob.expect_line("waves"), format!("[{alice_nick}] * waves"));
 
     alice.send(&format!("/msg {} psst", bob_nick.to_uppercase()));
     assert_eq!(

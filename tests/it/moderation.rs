@@ -37,7 +37,10 @@ fn wrong_passwords_are_refused_slowed_down_and_logged() {
     let mut server = BinaryServer::start(&["--op-password", "sesame"]);
     let (mut guesser, nick) = LineClient::join(server.address);
     guesser.send("/op guess1");
-    assert_eq!(guesser.expect_line("!"), "! wrong password (next try in 3 s)");
+    assert_eq!(
+        guesser.expect_line("!"),
+        "! wrong password (next try in 3 s)"
+    );
     server.expect_log(&format!("wrong operator password from {nick} (127.0.0.1:"));
     // Even the right one is refused while the client must wait.
     guesser.send("/op sesame");

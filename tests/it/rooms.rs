@@ -43,7 +43,7 @@ fn two_rooms_chat_without_hearing_each_other() {
     alice.send("/me rolls a die");
     assert_eq!(
         carol.expect_line("rolls"),
-        format!("* {alice_nick} rolls a die")
+        format!("[{alice_nick}] * rolls a die")
     );
     // Bob, in the lobby, heard none of it: his next line answers his own /who.
     bob.expect_line(&format!("* {carol_nick} left (to Games)"));
@@ -102,7 +102,7 @@ fn a_late_joiner_first_sees_recent_history_with_times() {
     let second = late.next_line().expect("history");
     for (line, said) in [
         (&first, format!("[{alice_nick}] third")),
-        (&second, format!("* {alice_nick} waves")),
+        (&second, format!("[{alice_nick}] * waves")),
     ] {
         let rest = line.strip_prefix("* history ").expect("marked as history");
         let (time, text) = rest.split_at(5);

@@ -51,7 +51,7 @@ fn the_transcript_holds_everything_said_with_room_and_keeps_what_was_there() {
             format!("lobby * {alice_nick} joined"),
             format!("lobby * {bob_nick} joined"),
             format!("lobby [{alice_nick}] hello everyone"),
-            format!("lobby * {bob_nick} waves"),
+            format!("lobby [{bob_nick}] * waves"),
             format!("lobby * {bob_nick} left (to games)"),
             format!("games * {bob_nick} joined"),
             format!("games [{bob_nick}] nobody here"),
