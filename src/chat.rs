@@ -17,6 +17,7 @@ use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
 use crate::limits::{self, Refusal};
 use crate::metrics::Metrics;
+use crate::protocol;
 use crate::service::{Connection, Service};
 use crate::transport::Transport;
 use crate::transport::tls::Tls;
@@ -256,9 +257,12 @@ fn read_motd(path: &Path) -> Result<Arc<Vec<u8>>, Error> {
         path: path.to_owned(),
         source,
     })?;
+    // Made safe like a client's line: it reaches terminals and browsers, and a browser
+    // takes only UTF-8 (a Latin-1 file would make every page close and reconnect).
     let mut motd = Vec::with_capacity(text.len() + 1);
     for line in text.split(|&byte| byte == b'\n') {
-        motd.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        let line = protocol::sanitize(line.strip_suffix(b"\r").unwrap_or(line));
+        motd.extend_from_slice(line.as_bytes());
         motd.push(b'\n');
     }
     // split gives an empty last piece when the file ends with a newline.

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::protocol;
+
 /// An event of the shared chat, in the order of the cluster's stream. Rooms are names on
 /// the wire (`R = String`) and each node's room numbers in its hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,8 +272,19 @@ impl Envelope {
     }
 
     /// Reads an entry's fields; `None` for an entry this version does not understand.
+    /// Whatever is in Redis is taken as a client's input is: nicks and rooms must be
+    /// names, text is sanitised, so that nothing another writer put there reaches a
+    /// terminal or a browser unsafe.
     pub(crate) fn from_fields(fields: &HashMap<String, String>) -> Option<Envelope> {
-        let get = |name: &str| fields.get(name).cloned();
+        let get = |field: &str| {
+            let value = fields.get(field)?;
+            match field {
+                "nick" | "room" | "new" | "to" => {
+                    protocol::is_valid_name(value).then(|| value.clone())
+                }
+                _ => Some(protocol::sanitize(value.as_bytes())),
+            }
+        };
         let number = |name: &str| fields.get(name)?.parse::<u64>().ok();
         let event = match fields.get("kind")?.as_str() {
             "said" => Shared::Said {
@@ -345,11 +358,14 @@ fn parse_members(list: &str) -> Option<Vec<Member>> {
     list.lines()
         .map(|line| {
             let mut parts = line.split('\t');
-            Some(Member {
+            let member = Member {
                 id: parts.next()?.parse().ok()?,
                 nick: parts.next()?.to_owned(),
                 room: parts.next()?.to_owned(),
-            })
+            };
+            let named =
+                protocol::is_valid_name(&member.nick) && protocol::is_valid_name(&member.room);
+            named.then_some(member)
         })
         .collect()
 }
@@ -375,6 +391,38 @@ mod tests {
     }
 
     #[test]
+    fn what_another_writer_put_in_the_stream_is_made_safe_or_ignored() {
+        let entry = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            let mut fields: HashMap<String, String> =
+                [("node", "lab-1"), ("inc", "1"), ("seq", "1")]
+                    .iter()
+                    .chain(pairs)
+                    .map(|(name, value)| (name.to_string(), value.to_string()))
+                    .collect();
+            fields.insert(String::from("id"), String::from("3"));
+            fields
+        };
+        let said = entry(&[
+            ("kind", "said"),
+            ("room", "lobby"),
+            ("nick", "ann"),
+            ("line", "\u{1}{\"you\":{}}\u{1b}[2Jhi"),
+        ]);
+        let Some(Envelope {
+            event: Shared::Said { line, .. },
+            ..
+        }) = Envelope::from_fields(&said)
+        else {
+            panic!("a said entry");
+        };
+        assert_eq!(line, "{\"you\":{}}hi");
+        let bad_nick = entry(&[("kind", "joined"), ("room", "lobby"), ("nick", "a b")]);
+        assert_eq!(Envelope::from_fields(&bad_nick), None);
+        let bad_member = entry(&[("kind", "members"), ("members", "3\tann\tlob by\n")]);
+        assert_eq!(Envelope::from_fields(&bad_member), None);
+    }
+
+    #[test]
     fn every_event_survives_the_stream() {
         let member = |id: u64, nick: &str| Member {
             id,
@@ -386,7 +434,7 @@ mod tests {
                 room: "lobby".into(),
                 id: 3,
                 nick: "ann".into(),
-                line: "[ann] hi\tthere".into(),
+                line: "[ann] hi there".into(),
             },
             Shared::Joined {
                 room: "games".into(),

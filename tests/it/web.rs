@@ -351,3 +351,24 @@ fn an_idle_browser_is_timed_out_like_any_client() {
     browser.expect_line("* idle timeout, disconnecting, bye!");
     assert_eq!(browser.expect_close(), CloseCode::Away);
 }
+
+#[test]
+fn a_latin_1_motd_reaches_browsers_as_valid_utf_8() {
+    let motd = crate::support::TempPath::new("latin-1-motd");
+    std::fs::write(&motd.0, b"caf\xe9 au \x1b[31mlait\r\nsecond line\n").expect("write motd");
+    let (_server, web) = start_with_web(Config {
+        motd: Some(motd.0.clone()),
+        ..Config::localhost()
+    });
+    // A text frame that is not UTF-8 would end this read with an error.
+    let (mut browser, _) = Browser::join(web);
+    let motd = loop {
+        let frame = browser.next_frame();
+        if frame.contains("caf") {
+            break frame;
+        }
+    };
+    assert_eq!(motd, "caf\u{fffd} au lait\nsecond line\n");
+    browser.send("/who");
+    browser.expect_line("* in lobby (1)");
+}
