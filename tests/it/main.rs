@@ -14,6 +14,7 @@ mod send;
 mod service;
 mod shutdown;
 mod support;
+mod telnet_bytes;
 mod telnet_program;
 mod terminals;
 mod tls;
