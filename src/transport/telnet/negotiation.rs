@@ -34,6 +34,9 @@ const CTRL_U: u8 = 0x15;
 #[derive(Debug, Default)]
 pub(crate) struct Negotiation {
     parser: Parser,
+    /// Commands taken out of the stream since [`Negotiation::take_commands`], for flood
+    /// control: each costs the server work, like a line.
+    commands: u32,
     /// Allocated when the client first negotiates: plain clients never pay for it.
     options: Option<Box<Options>>,
     answers: Vec<u8>,
@@ -69,6 +72,12 @@ impl Negotiation {
             self.parser = self.step(self.parser, byte, scratch);
         }
         scratch
+    }
+
+    /// Telnet commands taken out of the stream since the last call (an option request, a
+    /// two-byte command, a whole subnegotiation: one each; `IAC IAC` is data).
+    pub(crate) fn take_commands(&mut self) -> u32 {
+        std::mem::take(&mut self.commands)
     }
 
     /// Whether the client has negotiated: it is a telnet client, whose lines end in CR LF.
@@ -115,16 +124,22 @@ impl Negotiation {
             (Parser::Command, SB) => Parser::Subnegotiation { content: 0 },
             (Parser::Command, WILL | WONT | DO | DONT) => Parser::Option(byte),
             (Parser::Command, EC) => {
+                self.count_command();
                 data.push(DELETE);
                 Parser::Data
             }
             (Parser::Command, EL) => {
+                self.count_command();
                 data.push(CTRL_U);
                 Parser::Data
             }
             // NOP, GA, AYT, BRK, IP, AO, DM and a stray SE: nothing to do.
-            (Parser::Command, _) => Parser::Data,
+            (Parser::Command, _) => {
+                self.count_command();
+                Parser::Data
+            }
             (Parser::Option(verb), option) => {
+                self.count_command();
                 self.receive(verb, option);
                 Parser::Data
             }
@@ -138,7 +153,10 @@ impl Negotiation {
                 self.abandon_subnegotiation();
                 self.step(Parser::Data, byte, data)
             }
-            (Parser::SubnegotiationCommand { .. }, SE) => Parser::Data,
+            (Parser::SubnegotiationCommand { .. }, SE) => {
+                self.count_command();
+                Parser::Data
+            }
             // IAC IAC is a 255 in the subnegotiation's content; anything else is an error
             // a robust reader skips.
             (Parser::SubnegotiationCommand { content }, _) if content < MAX_SUBNEGOTIATION => {
@@ -154,9 +172,14 @@ impl Negotiation {
         }
     }
 
-    /// Gives up a subnegotiation past [`MAX_SUBNEGOTIATION`]: what follows is read as if
-    /// it had ended.
+    fn count_command(&mut self) {
+        self.commands = self.commands.saturating_add(1);
+    }
+
+    /// Gives up a subnegotiation past [`MAX_SUBNEGOTIATION`]: it counts as one command,
+    /// and what follows is read as if it had ended.
     fn abandon_subnegotiation(&mut self) {
+        self.count_command();
         // Only a client that negotiated can be inside a subnegotiation.
         if let Some(options) = self.options.as_mut()
             && !options.abandoned_subnegotiation
@@ -436,6 +459,7 @@ mod tests {
         }
         assert!(answers.is_empty());
         assert!(!negotiation.is_telnet());
+        assert_eq!(negotiation.take_commands(), 0);
     }
 
     #[test]
@@ -446,6 +470,7 @@ mod tests {
         assert_eq!(data, [&[IAC, SB][..], b"\nhello\n"].concat());
         assert!(answers.is_empty());
         assert!(!negotiation.is_telnet());
+        assert_eq!(negotiation.take_commands(), 0);
         // Once the client negotiates, IAC SB is a subnegotiation.
         let (data, _) = run(
             &mut negotiation,
@@ -460,6 +485,7 @@ mod tests {
         let negotiated = || {
             let mut negotiation = Negotiation::default();
             run(&mut negotiation, &[&[IAC, DO, ECHO]]);
+            negotiation.take_commands();
             negotiation
         };
         // Exactly the cap, ended by IAC SE: a whole subnegotiation.
@@ -467,12 +493,14 @@ mod tests {
         let content = vec![b'a'; cap];
         let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, &[IAC, SE], b"ok"]);
         assert_eq!(data, b"ok");
+        assert_eq!(negotiation.take_commands(), 1);
         // One byte more: the parser is back in the data at that byte, and a line after it
         // arrives.
         let mut negotiation = negotiated();
         let content = vec![b'a'; cap + 44];
         let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, b"\nhello\n"]);
         assert_eq!(data, [&[b'a'; 44][..], b"\nhello\n"].concat());
+        assert_eq!(negotiation.take_commands(), 1);
         // An IAC met at the cap starts a command outside the abandoned subnegotiation.
         let mut negotiation = negotiated();
         let content = vec![b'a'; cap];
@@ -486,6 +514,24 @@ mod tests {
         let content = [IAC, IAC].repeat(cap);
         let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, &[IAC, SE]]);
         assert!(data.is_empty(), "{data:?}");
+    }
+
+    #[test]
+    fn commands_are_counted() {
+        const NOP: u8 = 241;
+        let mut negotiation = Negotiation::default();
+        let stream = [
+            IAC, DO, ECHO, IAC, NOP, b'a', IAC, IAC, IAC, SB, 31, 0, 80, 0, 24, IAC, SE, IAC, EC,
+            IAC, b'x',
+        ];
+        // An option request, NOP, a subnegotiation and EC; IAC IAC and IAC x are data.
+        let (data, _) = run(&mut negotiation, &[&stream]);
+        assert_eq!(data, [b'a', IAC, DELETE, IAC, b'x']);
+        assert_eq!(negotiation.take_commands(), 4);
+        assert_eq!(negotiation.take_commands(), 0, "the count starts again");
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        run(&mut negotiation, &chunks);
+        assert_eq!(negotiation.take_commands(), 4, "split or not");
     }
 
     mod properties {
@@ -509,16 +555,22 @@ mod tests {
             })
         }
 
-        /// Feeds `bytes` cut at `cuts`; returns the data. Checks
+        /// Feeds `bytes` cut at `cuts`; returns the data and the commands counted. Checks
         /// after each read that no more came out, or may still come out, than went in.
-        fn feed_in_pieces(negotiation: &mut Negotiation, bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+        fn feed_in_pieces(
+            negotiation: &mut Negotiation,
+            bytes: &[u8],
+            cuts: &[usize],
+        ) -> (Vec<u8>, u32) {
             let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
             cuts.sort_unstable();
             let mut data = Vec::new();
+            let mut commands = 0;
             let mut start = 0;
             for end in cuts.into_iter().chain([bytes.len()]) {
                 let mut scratch = Vec::new();
                 data.extend_from_slice(negotiation.data(&bytes[start..end], &mut scratch));
+                commands += negotiation.take_commands();
                 assert!(
                     data.len() + negotiation.held() <= end,
                     "{} data bytes and {} held out of {end}",
@@ -527,7 +579,7 @@ mod tests {
                 );
                 start = end;
             }
-            data
+            (data, commands)
         }
 
         proptest! {
@@ -548,8 +600,9 @@ mod tests {
                 cuts in proptest::collection::vec(any::<usize>(), 0..8),
             ) {
                 let mut negotiation = Negotiation::default();
-                let data = feed_in_pieces(&mut negotiation, &bytes, &cuts);
+                let (data, commands) = feed_in_pieces(&mut negotiation, &bytes, &cuts);
                 prop_assert_eq!(data, bytes);
+                prop_assert_eq!(commands, 0);
                 prop_assert!(!negotiation.is_telnet());
             }
 
@@ -568,8 +621,9 @@ mod tests {
                     }
                 }
                 let mut negotiation = Negotiation::default();
-                let data = feed_in_pieces(&mut negotiation, &bytes, &cuts);
+                let (data, commands) = feed_in_pieces(&mut negotiation, &bytes, &cuts);
                 prop_assert_eq!(data, bytes);
+                prop_assert_eq!(commands, 0);
                 prop_assert!(!negotiation.is_telnet());
             }
         }
