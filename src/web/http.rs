@@ -50,6 +50,23 @@ pub enum RequestError {
     Io(io::Error),
 }
 
+impl RequestError {
+    /// The status and the one-line reason to answer with, the same on every port that
+    /// reads requests (web and metrics); `None` when nobody is left to answer (the client
+    /// went away, or its socket failed).
+    pub fn status(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            RequestError::Malformed => Some(("400 Bad Request", "not an HTTP request")),
+            RequestError::TooLarge => Some((
+                "431 Request Header Fields Too Large",
+                "request head too large",
+            )),
+            RequestError::TooSlow => Some(("408 Request Timeout", "request too slow")),
+            RequestError::Closed | RequestError::Io(_) => None,
+        }
+    }
+}
+
 /// Reads one request head within [`REQUEST_DEADLINE`]; returns it with whatever bytes came
 /// after it (the start of a WebSocket stream).
 pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), RequestError> {
@@ -193,5 +210,23 @@ mod tests {
         assert_eq!(host_name("chat.school.lan"), "chat.school.lan");
         assert_eq!(host_name("[::1]:8080"), "::1");
         assert_eq!(host_name("[fe80::1]"), "fe80::1");
+    }
+
+    #[test]
+    fn every_port_answers_a_request_error_with_one_status() {
+        let status = |error: RequestError| error.status().map(|(status, _)| status);
+        assert_eq!(status(RequestError::Malformed), Some("400 Bad Request"));
+        assert_eq!(
+            status(RequestError::TooLarge),
+            Some("431 Request Header Fields Too Large")
+        );
+        assert_eq!(status(RequestError::TooSlow), Some("408 Request Timeout"));
+        assert_eq!(status(RequestError::Closed), None);
+        assert_eq!(
+            status(RequestError::Io(io::Error::from(
+                io::ErrorKind::ConnectionReset
+            ))),
+            None
+        );
     }
 }
