@@ -6,16 +6,17 @@
 
 use std::sync::atomic::AtomicU64;
 
-use log::debug;
+use log::{debug, info};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::error::describe;
 use crate::service::Connection;
 use crate::transport::Transport;
-use crate::web::http;
+use crate::web::http::{self, RequestError};
 
 /// Every number the server exposes.
 pub struct Metrics {
@@ -32,7 +33,8 @@ pub struct Metrics {
     pub bytes_sent: Counter<u64, AtomicU64>,
     /// Clients disconnected for not reading (`--max-pending`).
     pub slow_consumers: Counter,
-    /// Connections refused, by reason: `server_full`, `per_ip`, `busy`, `bad_handshake`.
+    /// Connections refused, by reason: `server_full`, `per_ip`, `busy`, `bad_request`,
+    /// `bad_handshake`.
     pub refusals: Family<ReasonLabels, Counter>,
     /// Times a client's thread waited for flood control (`--rate`).
     pub flood_pauses: Counter,
@@ -140,6 +142,7 @@ impl Metrics {
 /// Serves one connection on the metrics port: `GET /metrics`, or an error.
 pub(crate) fn serve(connection: Connection) {
     let metrics = &connection.metrics;
+    let peer = connection.peer;
     let response = match http::read_request(&connection) {
         Ok((request, _)) if request.method == "GET" && request.path == "/metrics" => http::respond(
             &connection,
@@ -148,14 +151,21 @@ pub(crate) fn serve(connection: Connection) {
             metrics.render().as_bytes(),
         ),
         Ok(_) => http::respond_error(&connection, "404 Not Found", "try /metrics"),
-        Err(_) => http::respond_error(&connection, "400 Bad Request", "not an HTTP request"),
+        // Refused as the web port refuses: one mapping to a status, one log line, counted.
+        Err(error) => {
+            let Some((status, why)) = error.status() else {
+                if let RequestError::Io(error) = &error {
+                    debug!("metrics {peer}: read failed: {}", describe(error));
+                }
+                return;
+            };
+            info!("metrics {peer}: refused: {why}");
+            metrics.refused("bad_request");
+            http::respond_error(&connection, status, why)
+        }
     };
     if let Err(error) = response {
-        debug!(
-            "metrics {}: {}",
-            connection.peer,
-            crate::error::describe(&error)
-        );
+        debug!("metrics {peer}: {}", describe(&error));
     }
     let _ = connection.stream.shutdown(std::net::Shutdown::Write);
     connection.wait_for_close(std::time::Duration::from_secs(2));

@@ -50,6 +50,23 @@ pub enum RequestError {
     Io(io::Error),
 }
 
+impl RequestError {
+    /// The status and the one-line reason to answer with, the same on every port that
+    /// reads requests (web and metrics); `None` when nobody is left to answer (the client
+    /// went away, or its socket failed).
+    pub fn status(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            RequestError::Malformed => Some(("400 Bad Request", "not an HTTP request")),
+            RequestError::TooLarge => Some((
+                "431 Request Header Fields Too Large",
+                "request head too large",
+            )),
+            RequestError::TooSlow => Some(("408 Request Timeout", "request too slow")),
+            RequestError::Closed | RequestError::Io(_) => None,
+        }
+    }
+}
+
 /// Reads one request head within [`REQUEST_DEADLINE`]; returns it with whatever bytes came
 /// after it (the start of a WebSocket stream).
 pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), RequestError> {
@@ -65,7 +82,11 @@ pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), Reque
         stream
             .set_read_timeout(Some(left))
             .map_err(RequestError::Io)?;
-        let count = match connection.read(&mut chunk) {
+        // Never past the cap: a head that has not ended within it is too large, however
+        // the client cut it into packets. (The head stops short of the cap, or parse_head
+        // has refused it.)
+        let room = (MAX_REQUEST_HEAD - head.len()).min(chunk.len());
+        let count = match connection.read(&mut chunk[..room]) {
             Ok(0) => return Err(RequestError::Closed),
             Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -75,20 +96,28 @@ pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), Reque
             Err(error) => return Err(RequestError::Io(error)),
         };
         head.extend_from_slice(&chunk[..count]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&head) {
-            Ok(httparse::Status::Complete(length)) => {
-                let request = Request::from_parsed(&parsed);
-                return Ok((request, head[length..].to_vec()));
-            }
-            Ok(httparse::Status::Partial) if head.len() > MAX_REQUEST_HEAD => {
-                return Err(RequestError::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooLarge),
-            Err(_) => return Err(RequestError::Malformed),
+        if let Some((request, length)) = parse_head(&head)? {
+            return Ok((request, head[length..].to_vec()));
         }
+    }
+}
+
+/// What the bytes received so far say: a request and the length of its head, or not yet
+/// (`None`). A head longer than [`MAX_REQUEST_HEAD`] is too large, ended or not.
+fn parse_head(received: &[u8]) -> Result<Option<(Request, usize)>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(received) {
+        Ok(httparse::Status::Complete(length)) if length > MAX_REQUEST_HEAD => {
+            Err(RequestError::TooLarge)
+        }
+        Ok(httparse::Status::Complete(length)) => Ok(Some((Request::from_parsed(&parsed), length))),
+        Ok(httparse::Status::Partial) if received.len() >= MAX_REQUEST_HEAD => {
+            Err(RequestError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::TooLarge),
+        Err(_) => Err(RequestError::Malformed),
     }
 }
 
@@ -193,5 +222,53 @@ mod tests {
         assert_eq!(host_name("chat.school.lan"), "chat.school.lan");
         assert_eq!(host_name("[::1]:8080"), "::1");
         assert_eq!(host_name("[fe80::1]"), "fe80::1");
+    }
+
+    /// A complete request head of exactly `length` bytes.
+    fn head_of_length(length: usize) -> Vec<u8> {
+        let start = "GET / HTTP/1.1\r\nHost: localhost\r\nX-Pad: ";
+        let end = "\r\n\r\n";
+        let pad = "x".repeat(length - start.len() - end.len());
+        format!("{start}{pad}{end}").into_bytes()
+    }
+
+    #[test]
+    fn a_head_longer_than_the_cap_is_too_large_ended_or_not() {
+        let at_cap = head_of_length(MAX_REQUEST_HEAD);
+        let (request, length) = parse_head(&at_cap)
+            .expect("at the cap is allowed")
+            .expect("complete");
+        assert_eq!((request.path.as_str(), length), ("/", MAX_REQUEST_HEAD));
+        for length in [MAX_REQUEST_HEAD + 1, MAX_REQUEST_HEAD + 1024] {
+            let over = head_of_length(length);
+            assert!(matches!(parse_head(&over), Err(RequestError::TooLarge)));
+            // The cap's worth of a head that has not ended yet is enough to decide.
+            assert!(matches!(
+                parse_head(&over[..MAX_REQUEST_HEAD]),
+                Err(RequestError::TooLarge)
+            ));
+        }
+        assert!(matches!(
+            parse_head(&at_cap[..MAX_REQUEST_HEAD - 1]),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn every_port_answers_a_request_error_with_one_status() {
+        let status = |error: RequestError| error.status().map(|(status, _)| status);
+        assert_eq!(status(RequestError::Malformed), Some("400 Bad Request"));
+        assert_eq!(
+            status(RequestError::TooLarge),
+            Some("431 Request Header Fields Too Large")
+        );
+        assert_eq!(status(RequestError::TooSlow), Some("408 Request Timeout"));
+        assert_eq!(status(RequestError::Closed), None);
+        assert_eq!(
+            status(RequestError::Io(io::Error::from(
+                io::ErrorKind::ConnectionReset
+            ))),
+            None
+        );
     }
 }

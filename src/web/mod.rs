@@ -51,18 +51,11 @@ pub(crate) fn serve(
     let (request, already_read) = match http::read_request(&connection) {
         Ok(request) => request,
         Err(error) => {
-            let (status, why) = match error {
-                RequestError::Malformed => ("400 Bad Request", "not an HTTP request"),
-                RequestError::TooLarge => (
-                    "431 Request Header Fields Too Large",
-                    "request head too large",
-                ),
-                RequestError::TooSlow => ("408 Request Timeout", "request too slow"),
-                RequestError::Closed => return,
-                RequestError::Io(error) => {
-                    debug!("web {peer}: read failed: {}", describe(&error));
-                    return;
+            let Some((status, why)) = error.status() else {
+                if let RequestError::Io(error) = &error {
+                    debug!("web {peer}: read failed: {}", describe(error));
                 }
+                return;
             };
             info!("web {peer}: refused: {why}");
             connection.metrics.refused("bad_request");

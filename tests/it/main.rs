@@ -15,6 +15,7 @@ mod send;
 mod service;
 mod shutdown;
 mod support;
+mod telnet_bytes;
 mod telnet_program;
 mod terminals;
 mod tls;

@@ -24,18 +24,20 @@ fn value(metrics: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
-#[test]
-fn metrics_count_what_a_scripted_session_did() {
-    let mut server = BinaryServer::start(&[
-        "--metrics",
-        "127.0.0.1:0",
-        "--max-clients",
-        "2",
-        "--rate",
-        "1",
-        "--burst",
-        "1",
-    ]);
+/// Sends raw bytes as one request and returns the whole response.
+fn http(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(request).expect("send request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Runs the binary with `--metrics 127.0.0.1:0` and `args`; returns it and the metrics
+/// port's address, read from the log.
+fn start_with_metrics(args: &[&str]) -> (BinaryServer, SocketAddr) {
+    let mut server = BinaryServer::start(&[&["--metrics", "127.0.0.1:0"], args].concat());
     let line = server.expect_log("metrics on http://");
     let address: SocketAddr = line
         .rsplit("http://")
@@ -44,6 +46,13 @@ fn metrics_count_what_a_scripted_session_did() {
         .expect("address")
         .parse()
         .expect("socket address");
+    (server, address)
+}
+
+#[test]
+fn metrics_count_what_a_scripted_session_did() {
+    let (server, address) =
+        start_with_metrics(&["--max-clients", "2", "--rate", "1", "--burst", "1"]);
     let before = scrape(address);
     assert_eq!(value(&before, "tcpchat_lines_received_total"), 0.0);
     assert_eq!(value(&before, "tcpchat_rooms"), 1.0);
@@ -87,5 +96,33 @@ fn metrics_count_what_a_scripted_session_did() {
     assert_eq!(
         value(&later, "tcpchat_clients{transport=\"tcp\",tls=\"no\"}"),
         1.0
+    );
+}
+
+#[test]
+fn bad_requests_are_answered_as_the_web_port_answers_and_counted() {
+    let (_server, address) = start_with_metrics(&[]);
+    let not_http = http(address, b"hello there\r\n\r\n");
+    assert!(not_http.starts_with("HTTP/1.1 400 "), "{not_http}");
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nX-Junk: {}\r\n\r\n",
+        "x".repeat(20_000)
+    );
+    let response = http(address, huge.as_bytes());
+    assert!(
+        response.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+        "{response}"
+    );
+    // A 9 KiB head in one write: over the 8 KiB cap, however it arrives.
+    let start = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nX-Pad: ");
+    let pad = "x".repeat(9 * 1024 - start.len() - "\r\n\r\n".len());
+    let response = http(address, format!("{start}{pad}\r\n\r\n").as_bytes());
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
+    assert_eq!(
+        value(
+            &scrape(address),
+            "tcpchat_refusals_total{reason=\"bad_request\"}"
+        ),
+        3.0
     );
 }

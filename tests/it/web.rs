@@ -235,6 +235,29 @@ fn bad_requests_are_refused_while_others_chat_on() {
     );
 }
 
+/// A complete request head of exactly `length` bytes for `/`.
+fn head_of_length(web: SocketAddr, length: usize) -> String {
+    let start = format!("GET / HTTP/1.1\r\nHost: {web}\r\nX-Pad: ");
+    let end = "\r\n\r\n";
+    let pad = "x".repeat(length - start.len() - end.len());
+    format!("{start}{pad}{end}")
+}
+
+#[test]
+fn a_head_over_8_kib_is_refused_even_in_one_write() {
+    let (_server, web) = start_with_web(Config::localhost());
+    let at_cap = http(web, head_of_length(web, 8 * 1024).as_bytes());
+    assert!(at_cap.starts_with("HTTP/1.1 200 OK\r\n"), "{at_cap}");
+    // Just over the cap, up to what a read past it would have taken in whole.
+    for length in [8 * 1024 + 1, 8 * 1024 + 512, 9 * 1024] {
+        let response = http(web, head_of_length(web, length).as_bytes());
+        assert!(
+            response.starts_with("HTTP/1.1 431 "),
+            "{length} bytes: {response}"
+        );
+    }
+}
+
 #[test]
 fn a_request_that_trickles_in_is_cut_off_at_the_deadline() {
     let (server, web) = start_with_web(Config::localhost());

@@ -13,7 +13,14 @@ const SB: u8 = 250;
 /// Erase Line and Erase Character: the editing keys of a telnet that sends them as commands.
 const EL: u8 = 248;
 const EC: u8 = 247;
+/// Subnegotiation ends; also the lowest command byte: IAC followed by a byte below it is no
+/// command.
 const SE: u8 = 240;
+
+/// The most content a subnegotiation may have before it is abandoned. The server supports
+/// no option that subnegotiates, and a real client's (a terminal type, a window size) fits
+/// many times over; without a cap, a stray IAC SB would swallow all a client sends after it.
+const MAX_SUBNEGOTIATION: u16 = 256;
 
 /// The options this server has anything to say about.
 const ECHO: u8 = 1;
@@ -27,6 +34,9 @@ const CTRL_U: u8 = 0x15;
 #[derive(Debug, Default)]
 pub(crate) struct Negotiation {
     parser: Parser,
+    /// Commands taken out of the stream since [`Negotiation::take_commands`], for flood
+    /// control: each costs the server work, like a line.
+    commands: u32,
     /// Allocated when the client first negotiates: plain clients never pay for it.
     options: Option<Box<Options>>,
     answers: Vec<u8>,
@@ -41,57 +51,33 @@ enum Parser {
     Command,
     /// After IAC and WILL, WONT, DO or DONT: the option byte is next.
     Option(u8),
-    /// Inside IAC SB ... IAC SE, whose content is skipped.
-    Subnegotiation,
+    /// Inside IAC SB ... IAC SE, whose content is skipped; `content` bytes so far.
+    Subnegotiation { content: u16 },
     /// After IAC inside a subnegotiation.
-    SubnegotiationCommand,
+    SubnegotiationCommand { content: u16 },
 }
 
 impl Negotiation {
     /// The client's data with telnet commands taken out (`IAC IAC` is a data byte 255, EC
     /// and EL become the editing keys Backspace and Ctrl-U); answers wait in
-    /// [`Negotiation::take_answers`]. Without any command in `input`, no copy is made.
+    /// [`Negotiation::take_answers`]. What is not a telnet command stays data: IAC before
+    /// a byte that is no command, and IAC SB from a client that never negotiated (both a
+    /// plain client's Latin-1 or binary bytes). Without any IAC in `input`, no copy is made.
     pub(crate) fn data<'a>(&mut self, input: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
         if self.parser == Parser::Data && !input.contains(&IAC) {
             return input;
         }
         scratch.clear();
         for &byte in input {
-            self.parser = match (self.parser, byte) {
-                (Parser::Data, IAC) => Parser::Command,
-                (Parser::Data, _) => {
-                    scratch.push(byte);
-                    Parser::Data
-                }
-                (Parser::Command, IAC) => {
-                    scratch.push(IAC);
-                    Parser::Data
-                }
-                (Parser::Command, WILL | WONT | DO | DONT) => Parser::Option(byte),
-                (Parser::Command, SB) => Parser::Subnegotiation,
-                (Parser::Command, EC) => {
-                    scratch.push(DELETE);
-                    Parser::Data
-                }
-                (Parser::Command, EL) => {
-                    scratch.push(CTRL_U);
-                    Parser::Data
-                }
-                // NOP, GA, AYT, BRK, IP, AO, DM and bytes that are no command: nothing to do.
-                (Parser::Command, _) => Parser::Data,
-                (Parser::Option(verb), option) => {
-                    self.receive(verb, option);
-                    Parser::Data
-                }
-                (Parser::Subnegotiation, IAC) => Parser::SubnegotiationCommand,
-                (Parser::Subnegotiation, _) => Parser::Subnegotiation,
-                (Parser::SubnegotiationCommand, SE) => Parser::Data,
-                // IAC IAC is a 255 in the subnegotiation's data; anything else is an error
-                // a robust reader skips.
-                (Parser::SubnegotiationCommand, _) => Parser::Subnegotiation,
-            };
+            self.parser = self.step(self.parser, byte, scratch);
         }
         scratch
+    }
+
+    /// Telnet commands taken out of the stream since the last call (an option request, a
+    /// two-byte command, a whole subnegotiation: one each; `IAC IAC` is data).
+    pub(crate) fn take_commands(&mut self) -> u32 {
+        std::mem::take(&mut self.commands)
     }
 
     /// Whether the client has negotiated: it is a telnet client, whose lines end in CR LF.
@@ -109,6 +95,108 @@ impl Negotiation {
     /// Bytes to send the client, in order; empty when nothing is owed.
     pub(crate) fn take_answers(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.answers)
+    }
+
+    /// Where the parser goes from `state` on `byte`; data bytes are pushed to `data`.
+    fn step(&mut self, state: Parser, byte: u8, data: &mut Vec<u8>) -> Parser {
+        match (state, byte) {
+            (Parser::Data, IAC) => Parser::Command,
+            (Parser::Data, _) => {
+                data.push(byte);
+                Parser::Data
+            }
+            (Parser::Command, IAC) => {
+                data.push(IAC);
+                Parser::Data
+            }
+            // No command: a plain client's 0xFF, and the byte after it (a LF still ends the
+            // line). The sanitiser turns the lone 0xFF into U+FFFD.
+            (Parser::Command, 0..SE) => {
+                data.extend_from_slice(&[IAC, byte]);
+                Parser::Data
+            }
+            // A client that never negotiated has no option to subnegotiate: this is its
+            // Latin-1 "ÿú", which must not start a state that waits for IAC SE.
+            (Parser::Command, SB) if self.options.is_none() => {
+                data.extend_from_slice(&[IAC, SB]);
+                Parser::Data
+            }
+            (Parser::Command, SB) => Parser::Subnegotiation { content: 0 },
+            (Parser::Command, WILL | WONT | DO | DONT) => Parser::Option(byte),
+            (Parser::Command, EC) => {
+                self.count_command();
+                data.push(DELETE);
+                Parser::Data
+            }
+            (Parser::Command, EL) => {
+                self.count_command();
+                data.push(CTRL_U);
+                Parser::Data
+            }
+            // NOP, GA, AYT, BRK, IP, AO, DM and a stray SE: nothing to do.
+            (Parser::Command, _) => {
+                self.count_command();
+                Parser::Data
+            }
+            (Parser::Option(verb), option) => {
+                self.count_command();
+                self.receive(verb, option);
+                Parser::Data
+            }
+            (Parser::Subnegotiation { content }, IAC) => Parser::SubnegotiationCommand { content },
+            (Parser::Subnegotiation { content }, _) if content < MAX_SUBNEGOTIATION => {
+                Parser::Subnegotiation {
+                    content: content + 1,
+                }
+            }
+            (Parser::Subnegotiation { .. }, _) => {
+                self.abandon_subnegotiation();
+                self.step(Parser::Data, byte, data)
+            }
+            (Parser::SubnegotiationCommand { .. }, SE) => {
+                self.count_command();
+                Parser::Data
+            }
+            // IAC IAC is a 255 in the subnegotiation's content; anything else is an error
+            // a robust reader skips.
+            (Parser::SubnegotiationCommand { content }, _) if content < MAX_SUBNEGOTIATION => {
+                Parser::Subnegotiation {
+                    content: content + 1,
+                }
+            }
+            // The IAC read inside the abandoned subnegotiation starts a command outside it.
+            (Parser::SubnegotiationCommand { .. }, _) => {
+                self.abandon_subnegotiation();
+                self.step(Parser::Command, byte, data)
+            }
+        }
+    }
+
+    fn count_command(&mut self) {
+        self.commands = self.commands.saturating_add(1);
+    }
+
+    /// Gives up a subnegotiation past [`MAX_SUBNEGOTIATION`]: it counts as one command,
+    /// and what follows is read as if it had ended.
+    fn abandon_subnegotiation(&mut self) {
+        self.count_command();
+        // Only a client that negotiated can be inside a subnegotiation.
+        if let Some(options) = self.options.as_mut()
+            && !options.abandoned_subnegotiation
+        {
+            options.abandoned_subnegotiation = true;
+            log::info!("telnet subnegotiation longer than {MAX_SUBNEGOTIATION} bytes abandoned");
+        }
+    }
+
+    /// Bytes that may still come out as data: an IAC whose next byte decides.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        match self.parser {
+            Parser::Command => 1,
+            Parser::SubnegotiationCommand { content } if content == MAX_SUBNEGOTIATION => 1,
+            _ => 0,
+        }
     }
 
     fn receive(&mut self, verb: u8, option: u8) {
@@ -156,6 +244,9 @@ impl Negotiation {
 struct Options {
     ours: [Side; 256],
     theirs: [Side; 256],
+    /// A subnegotiation was abandoned and logged: the log says so once per connection.
+    /// Kept here because only a client that negotiated can subnegotiate.
+    abandoned_subnegotiation: bool,
 }
 
 impl Default for Options {
@@ -163,6 +254,7 @@ impl Default for Options {
         Options {
             ours: [Side::default(); 256],
             theirs: [Side::default(); 256],
+            abandoned_subnegotiation: false,
         }
     }
 }
@@ -337,10 +429,10 @@ mod tests {
     #[test]
     fn commands_split_across_reads_and_subnegotiations_are_taken_out() {
         let mut negotiation = Negotiation::default();
-        // A NAWS subnegotiation whose height is 10 (a LF byte) and 13 (a CR), one byte per
-        // read, around text; IAC IAC is a 255 in the data.
+        // After a negotiation, a NAWS subnegotiation whose height is 10 (a LF byte), one
+        // byte per read, around text; IAC IAC is a 255 in the data.
         let stream = [
-            b'h', IAC, SB, 31, 0, 80, 0, 10, IAC, SE, b'i', IAC, IAC, IAC, WILL, 24, b'!',
+            b'h', IAC, WILL, 24, IAC, SB, 31, 0, 80, 0, 10, IAC, SE, b'i', IAC, IAC, b'!',
         ];
         let chunks: Vec<&[u8]> = stream.chunks(1).collect();
         let (data, answers) = run(&mut negotiation, &chunks);
@@ -351,6 +443,190 @@ mod tests {
         );
         let (data, _) = run(&mut negotiation, &[&[b'a', IAC, EC, b'b', IAC, EL]]);
         assert_eq!(data, [b'a', DELETE, b'b', CTRL_U]);
+    }
+
+    #[test]
+    fn a_lone_0xff_before_a_newline_is_data_and_the_newline_ends_the_line() {
+        let mut negotiation = Negotiation::default();
+        let (data, answers) = run(&mut negotiation, &[b"caf\xff\nsecond line\n"]);
+        assert_eq!(data, b"caf\xff\nsecond line\n");
+        // Split after the 0xFF, and before every byte that is no command.
+        let (data, _) = run(&mut negotiation, &[b"caf\xff", b"\n"]);
+        assert_eq!(data, b"caf\xff\n");
+        for byte in 0..SE {
+            let (data, _) = run(&mut negotiation, &[&[IAC], &[byte]]);
+            assert_eq!(data, [IAC, byte]);
+        }
+        assert!(answers.is_empty());
+        assert!(!negotiation.is_telnet());
+        assert_eq!(negotiation.take_commands(), 0);
+    }
+
+    #[test]
+    fn a_plain_client_s_iac_sb_is_data() {
+        let mut negotiation = Negotiation::default();
+        // Latin-1 "ÿú", then a line that a subnegotiation would have swallowed.
+        let (data, answers) = run(&mut negotiation, &[&[IAC, SB], b"\nhello\n"]);
+        assert_eq!(data, [&[IAC, SB][..], b"\nhello\n"].concat());
+        assert!(answers.is_empty());
+        assert!(!negotiation.is_telnet());
+        assert_eq!(negotiation.take_commands(), 0);
+        // Once the client negotiates, IAC SB is a subnegotiation.
+        let (data, _) = run(
+            &mut negotiation,
+            &[&[IAC, DO, ECHO, IAC, SB, 24, 0, b'x', IAC, SE], b"after"],
+        );
+        assert_eq!(data, b"after");
+    }
+
+    #[test]
+    fn a_subnegotiation_longer_than_the_cap_is_abandoned() {
+        let cap = usize::from(MAX_SUBNEGOTIATION);
+        let negotiated = || {
+            let mut negotiation = Negotiation::default();
+            run(&mut negotiation, &[&[IAC, DO, ECHO]]);
+            negotiation.take_commands();
+            negotiation
+        };
+        // Exactly the cap, ended by IAC SE: a whole subnegotiation.
+        let mut negotiation = negotiated();
+        let content = vec![b'a'; cap];
+        let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, &[IAC, SE], b"ok"]);
+        assert_eq!(data, b"ok");
+        assert_eq!(negotiation.take_commands(), 1);
+        // One byte more: the parser is back in the data at that byte, and a line after it
+        // arrives.
+        let mut negotiation = negotiated();
+        let content = vec![b'a'; cap + 44];
+        let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, b"\nhello\n"]);
+        assert_eq!(data, [&[b'a'; 44][..], b"\nhello\n"].concat());
+        assert_eq!(negotiation.take_commands(), 1);
+        // An IAC met at the cap starts a command outside the abandoned subnegotiation.
+        let mut negotiation = negotiated();
+        let content = vec![b'a'; cap];
+        let (data, _) = run(
+            &mut negotiation,
+            &[&[IAC, SB], &content, &[IAC, b'b', IAC, IAC]],
+        );
+        assert_eq!(data, [IAC, b'b', IAC]);
+        // IAC IAC inside counts as one byte of content.
+        let mut negotiation = negotiated();
+        let content = [IAC, IAC].repeat(cap);
+        let (data, _) = run(&mut negotiation, &[&[IAC, SB], &content, &[IAC, SE]]);
+        assert!(data.is_empty(), "{data:?}");
+    }
+
+    #[test]
+    fn commands_are_counted() {
+        const NOP: u8 = 241;
+        let mut negotiation = Negotiation::default();
+        let stream = [
+            IAC, DO, ECHO, IAC, NOP, b'a', IAC, IAC, IAC, SB, 31, 0, 80, 0, 24, IAC, SE, IAC, EC,
+            IAC, b'x',
+        ];
+        // An option request, NOP, a subnegotiation and EC; IAC IAC and IAC x are data.
+        let (data, _) = run(&mut negotiation, &[&stream]);
+        assert_eq!(data, [b'a', IAC, DELETE, IAC, b'x']);
+        assert_eq!(negotiation.take_commands(), 4);
+        assert_eq!(negotiation.take_commands(), 0, "the count starts again");
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        run(&mut negotiation, &chunks);
+        assert_eq!(negotiation.take_commands(), 4, "split or not");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Streams with many telnet bytes: IAC and the commands around it, LF, and any byte.
+        /// (Mapped from plain bytes in one step: a strategy per byte is slow to generate.)
+        fn telnet_bytes() -> impl Strategy<Value = Vec<u8>> {
+            const SPECIAL: [u8; 8] = [IAC, IAC, SB, SE, WILL, DO, ECHO, b'\n'];
+            proptest::collection::vec(any::<(u8, u8)>(), 0..800).prop_map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(choice, byte)| {
+                        SPECIAL
+                            .get(usize::from(choice % 16))
+                            .copied()
+                            .unwrap_or(byte)
+                    })
+                    .collect()
+            })
+        }
+
+        /// Feeds `bytes` cut at `cuts`; returns the data and the commands counted. Checks
+        /// after each read that no more came out, or may still come out, than went in.
+        fn feed_in_pieces(
+            negotiation: &mut Negotiation,
+            bytes: &[u8],
+            cuts: &[usize],
+        ) -> (Vec<u8>, u32) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut data = Vec::new();
+            let mut commands = 0;
+            let mut start = 0;
+            for end in cuts.into_iter().chain([bytes.len()]) {
+                let mut scratch = Vec::new();
+                data.extend_from_slice(negotiation.data(&bytes[start..end], &mut scratch));
+                commands += negotiation.take_commands();
+                assert!(
+                    data.len() + negotiation.held() <= end,
+                    "{} data bytes and {} held out of {end}",
+                    data.len(),
+                    negotiation.held()
+                );
+                start = end;
+            }
+            (data, commands)
+        }
+
+        proptest! {
+            #[test]
+            fn no_more_comes_out_than_went_in_however_the_input_is_split(
+                bytes in telnet_bytes(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let whole = feed_in_pieces(&mut Negotiation::default(), &bytes, &[]);
+                let split = feed_in_pieces(&mut Negotiation::default(), &bytes, &cuts);
+                prop_assert_eq!(whole, split);
+            }
+
+            #[test]
+            fn a_plain_client_s_bytes_without_0xff_come_out_unchanged(
+                bytes in proptest::collection::vec(any::<u8>(), 0..800)
+                    .prop_map(|bytes| bytes.into_iter().filter(|&byte| byte != IAC).collect::<Vec<u8>>()),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let mut negotiation = Negotiation::default();
+                let (data, commands) = feed_in_pieces(&mut negotiation, &bytes, &cuts);
+                prop_assert_eq!(data, bytes);
+                prop_assert_eq!(commands, 0);
+                prop_assert!(!negotiation.is_telnet());
+            }
+
+            #[test]
+            fn a_plain_client_s_0xff_before_no_command_or_sb_comes_out_unchanged(
+                pairs in proptest::collection::vec(any::<(u8, u8)>(), 0..800),
+                cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            ) {
+                // Latin-1 text and binary data: each 0xFF followed by a byte that is no
+                // command (below SE), or by SB ("ÿú").
+                let mut bytes = Vec::new();
+                for (choice, byte) in pairs {
+                    bytes.push(byte);
+                    if byte == IAC {
+                        bytes.push(if choice % 4 == 0 { SB } else { choice % SE });
+                    }
+                }
+                let mut negotiation = Negotiation::default();
+                let (data, commands) = feed_in_pieces(&mut negotiation, &bytes, &cuts);
+                prop_assert_eq!(data, bytes);
+                prop_assert_eq!(commands, 0);
+                prop_assert!(!negotiation.is_telnet());
+            }
+        }
     }
 
     #[test]
