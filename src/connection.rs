@@ -50,9 +50,9 @@ pub(crate) fn serve_client(
     let mut flood_control = TokenBucket::new(limits.rate, limits.burst, Instant::now());
     loop {
         let mut inputs = Vec::new();
-        let Read { direct, end } = input.read(&connection, &mut inputs);
+        let Read { direct, end, cost } = input.read(&connection, &mut inputs);
         let quit = take_quit(&mut inputs);
-        if !forward(&connection, hub, direct, inputs, &mut flood_control) {
+        if !forward(&connection, hub, direct, inputs, cost, &mut flood_control) {
             return;
         }
         if let Some(reason) = quit {
@@ -93,6 +93,32 @@ pub(crate) struct Read {
     pub direct: Option<Box<DirectOutput>>,
     /// The connection ended (after the inputs of this read).
     pub end: Option<End>,
+    /// Flood-control tokens the read costs besides one per input: telnet commands,
+    /// WebSocket frames that carry no line, and bulk bytes (see [`ByteMeter`]). Every kind
+    /// of input is paced, so no client can make the server work faster than `--rate`
+    /// allows, whatever it sends.
+    pub cost: u32,
+}
+
+/// Bytes received per flood-control token, besides the token each line costs: a client
+/// that sends no newlines (or huge lines) is paced too, at `--rate` times this many bytes
+/// a second, while keys typed one at a time and ordinary lines cost nothing extra.
+pub(crate) const BYTES_PER_TOKEN: usize = 4096;
+
+/// Counts a client's bytes into flood-control tokens.
+#[derive(Debug, Default)]
+pub(crate) struct ByteMeter {
+    uncharged: usize,
+}
+
+impl ByteMeter {
+    /// Adds `count` bytes; returns the whole tokens they complete.
+    pub(crate) fn charge(&mut self, count: usize) -> u32 {
+        self.uncharged += count;
+        let tokens = self.uncharged / BYTES_PER_TOKEN;
+        self.uncharged %= BYTES_PER_TOKEN;
+        u32::try_from(tokens).unwrap_or(u32::MAX)
+    }
 }
 
 /// How a client's connection ended.
@@ -114,6 +140,7 @@ pub(crate) struct TcpInput {
     /// client's first bytes on.
     chunk: Option<Box<[u8]>>,
     telnet_free: Vec<u8>,
+    bytes: ByteMeter,
 }
 
 impl TcpInput {
@@ -123,6 +150,7 @@ impl TcpInput {
             terminal: Terminal::default(),
             chunk: None,
             telnet_free: Vec::new(),
+            bytes: ByteMeter::default(),
         }
     }
 }
@@ -152,6 +180,7 @@ impl ClientInput for TcpInput {
         let terminal = &mut self.terminal;
         match received {
             Received::Data(bytes) => {
+                let bulk = self.bytes.charge(bytes.len());
                 let data = terminal.data(bytes, &mut self.telnet_free);
                 self.decoder.feed(data, |item| {
                     collect_input(item, inputs, |text| terminal.line_entered(text))
@@ -159,23 +188,24 @@ impl ClientInput for TcpInput {
                 Read {
                     direct: terminal.end_of_read(self.decoder.unfinished_line()),
                     end: None,
+                    cost: bulk.saturating_add(terminal.take_commands()),
                 }
             }
             Received::Closed => {
                 self.decoder
                     .finish(|item| collect_input(item, inputs, |_| {}));
                 Read {
-                    direct: None,
                     end: Some(End::Closed),
+                    ..Read::default()
                 }
             }
             Received::IdleTimeout => Read {
-                direct: None,
                 end: Some(End::IdleTimeout),
+                ..Read::default()
             },
             Received::Failed(error) => Read {
-                direct: None,
                 end: Some(End::Failed(format!("read failed: {}", describe(&error)))),
+                ..Read::default()
             },
         }
     }
@@ -197,7 +227,8 @@ pub(crate) struct ClientLimits {
 }
 
 /// Hands the inputs of one read to the hub, in as few events as flood control allows,
-/// what the transport must write with the first (it costs no token: it is not a line).
+/// what the transport must write with the first. The read's `cost` is paid first, so that
+/// what the transport writes back (telnet answers, pongs) is paced with what caused it.
 /// Waiting for a token keeps this thread from reading, which is what slows a flooder down.
 /// Returns false if the connection was closed meanwhile or the hub is gone.
 #[inline(never)] // see serve_client
@@ -206,6 +237,7 @@ fn forward(
     hub: &SyncSender<Event>,
     mut direct: Option<Box<DirectOutput>>,
     inputs: Vec<Input>,
+    cost: u32,
     flood_control: &mut Option<TokenBucket>,
 ) -> bool {
     let id = connection.id;
@@ -223,6 +255,14 @@ fn forward(
     let Some(bucket) = flood_control else {
         return send(inputs);
     };
+    for _ in 0..cost {
+        while let Err(wait) = bucket.take(Instant::now()) {
+            connection.metrics.flood_pauses.inc();
+            if !connection.pause(wait) {
+                return false;
+            }
+        }
+    }
     let mut batch = Vec::new();
     for input in inputs {
         while let Err(wait) = bucket.take(Instant::now()) {

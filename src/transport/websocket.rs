@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
-use tungstenite::{Error as WsError, Message};
+use tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 pub(crate) use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::tls::TlsSession;
 use super::{DirectOutput, Transport};
-use crate::connection::{ClientInput, End, Read as ReadOutcome, collect_input};
+use crate::connection::{ByteMeter, ClientInput, End, Read as ReadOutcome, collect_input};
 use crate::error::describe;
 use crate::protocol::{Input, LineDecoder};
 use crate::service::Connection;
@@ -36,6 +36,10 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// What tungstenite reads per system call: small, as for TCP clients (memory per client).
 const READ_BUFFER: usize = 4096;
+/// Lines taken from a message per read: a message of many short lines (64 KiB holds 32,768)
+/// is split a few lines at a time, as flood control lets them through, so a client holds
+/// at most its message and these lines, never its message split into thousands of lines.
+const LINES_PER_READ: usize = 32;
 
 /// The header of a text frame holding `length` bytes, as a server sends it (unmasked).
 pub(crate) fn text_frame_header(length: usize) -> Vec<u8> {
@@ -68,6 +72,18 @@ pub(crate) struct WebSocketInput {
     idle_timeout: Option<Duration>,
     /// When the client last sent a line (pongs do not count).
     last_heard: Instant,
+    /// The message whose lines are being taken, a few per read.
+    message: Option<PendingMessage>,
+    bytes: ByteMeter,
+}
+
+/// A text message not yet wholly split into lines.
+struct PendingMessage {
+    text: Utf8Bytes,
+    /// Where the lines not yet taken start.
+    taken: usize,
+    /// Inputs the message has given so far: one that gives none still costs a token.
+    inputs: usize,
 }
 
 /// The socket as tungstenite sees it: reads come from the client, writes are collected
@@ -123,7 +139,43 @@ impl WebSocketInput {
             decoder: LineDecoder::new(max_line),
             idle_timeout,
             last_heard: Instant::now(),
+            message: None,
+            bytes: ByteMeter::default(),
         }
+    }
+
+    /// Takes up to [`LINES_PER_READ`] more lines from the pending message; returns the
+    /// tokens that costs besides the lines (a message that held no line costs one).
+    fn take_lines(&mut self, inputs: &mut Vec<Input>) -> u32 {
+        let Some(message) = &mut self.message else {
+            return 0;
+        };
+        let rest = &message.text.as_bytes()[message.taken..];
+        let end = rest
+            .iter()
+            .enumerate()
+            .filter(|&(_, &byte)| byte == b'\n')
+            .nth(LINES_PER_READ - 1)
+            .map_or(rest.len(), |(newline, _)| newline + 1);
+        let before = inputs.len();
+        let mut feed = |bytes: &[u8]| {
+            self.decoder
+                .feed(bytes, |item| collect_input(item, inputs, |_| {}))
+        };
+        feed(&rest[..end]);
+        message.taken += end;
+        let finished = message.taken == message.text.len();
+        // A message holds whole lines: its end ends the last one.
+        if finished && !message.text.ends_with('\n') {
+            feed(b"\n");
+        }
+        message.inputs += inputs.len() - before;
+        if !finished {
+            return 0;
+        }
+        let gave_nothing = message.inputs == 0;
+        self.message = None;
+        u32::from(gave_nothing)
     }
 
     /// Waits at most until the next ping is due or the idle timeout runs out.
@@ -150,31 +202,42 @@ impl ClientInput for WebSocketInput {
     }
 
     fn read(&mut self, _connection: &Connection, inputs: &mut Vec<Input>) -> ReadOutcome {
-        if let Err(error) = self.set_read_deadline() {
+        if self.message.is_some() {
+            let cost = self.take_lines(inputs);
             return ReadOutcome {
-                direct: None,
-                end: Some(End::Failed(describe(&error))),
+                cost,
+                ..ReadOutcome::default()
             };
         }
+        if let Err(error) = self.set_read_deadline() {
+            return ReadOutcome {
+                end: Some(End::Failed(describe(&error))),
+                ..ReadOutcome::default()
+            };
+        }
+        let mut cost = 0;
         let end = match self.socket.read() {
             Ok(Message::Text(text)) => {
                 self.last_heard = Instant::now();
-                let mut feed = |bytes: &[u8]| {
-                    self.decoder
-                        .feed(bytes, |item| collect_input(item, inputs, |_| {}))
-                };
-                feed(text.as_bytes());
-                // A frame holds whole lines: its end ends the last one.
-                if !text.ends_with('\n') {
-                    feed(b"\n");
-                }
+                cost = self.bytes.charge(text.len());
+                self.message = Some(PendingMessage {
+                    text,
+                    taken: 0,
+                    inputs: 0,
+                });
+                cost = cost.saturating_add(self.take_lines(inputs));
                 None
             }
             Ok(Message::Binary(_)) => {
                 self.refuse(CloseCode::Unsupported, "binary frames are not supported")
             }
             Ok(Message::Close(_)) => Some(End::Closed),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => None,
+            // A ping is answered (by tungstenite) and a pong read: paced like a line, so a
+            // flood of them costs the server no more than a flood of lines.
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+                cost = 1;
+                None
+            }
             Err(WsError::Io(error)) if timed_out(&error) => {
                 let silent_for = self.last_heard.elapsed();
                 if self.idle_timeout.is_some_and(|limit| silent_for >= limit) {
@@ -206,6 +269,7 @@ impl ClientInput for WebSocketInput {
                 })
             }),
             end,
+            cost,
         }
     }
 }

@@ -6,6 +6,7 @@ mod chat;
 mod cluster;
 mod dump;
 mod echo;
+mod floods;
 mod hardening;
 mod listeners;
 mod metrics;

@@ -44,6 +44,11 @@ impl Browser {
         (browser, nick)
     }
 
+    /// The socket under the WebSocket, for raw frames.
+    pub(crate) fn stream(&mut self) -> &mut TcpStream {
+        self.socket.get_mut()
+    }
+
     pub(crate) fn send(&mut self, text: &str) {
         self.socket
             .send(Message::text(text))

@@ -39,10 +39,6 @@ impl Terminal {
 
     /// Telnet commands taken out of the stream since the last call (see
     /// [`Negotiation::take_commands`]), for flood control to charge.
-    #[expect(
-        dead_code,
-        reason = "flood control is to charge for these; connection.rs does not call it yet"
-    )]
     pub(crate) fn take_commands(&mut self) -> u32 {
         self.negotiation.take_commands()
     }
