@@ -51,7 +51,7 @@ fn empty_frame(first_byte: u8) -> [u8; 6] {
 #[test]
 fn a_telnet_negotiation_flood_is_paced_not_answered_at_line_speed() {
     let server = start_chat(Config::localhost());
-    let (mut flooder, _) = LineClient::join(server.local_addr());
+    let (flooder, _) = LineClient::join(server.local_addr());
     // It never reads what comes back: unpaced, the answers would pile up until it was cut
     // off as a slow consumer; paced, the server stops reading it, and its writes wait.
     let (ended, written) = write_until_held(
