@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::error::describe;
 use crate::service::Connection;
 use crate::transport::Transport;
-use crate::web::http::{self, RequestError};
+use crate::web::http::{self, Body, RequestError};
 
 /// Every number the server exposes.
 pub struct Metrics {
@@ -139,18 +139,24 @@ impl Metrics {
     }
 }
 
-/// Serves one connection on the metrics port: `GET /metrics`, or an error.
+/// Serves one connection on the metrics port: `GET /metrics` (or `HEAD`), or an error.
 pub(crate) fn serve(connection: Connection) {
     let metrics = &connection.metrics;
     let peer = connection.peer;
     let response = match http::read_request(&connection) {
-        Ok((request, _)) if request.method == "GET" && request.path == "/metrics" => http::respond(
-            &connection,
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render().as_bytes(),
-        ),
-        Ok(_) => http::respond_error(&connection, "404 Not Found", "try /metrics"),
+        Ok((request, _)) => {
+            let sent = Body::for_method(&request.method);
+            match (request.method.as_str(), request.path.as_str()) {
+                ("GET" | "HEAD", "/metrics") => http::respond(
+                    &connection,
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render().as_bytes(),
+                    sent,
+                ),
+                _ => http::respond_error(&connection, "404 Not Found", "try /metrics", sent),
+            }
+        }
         // Refused as the web port refuses: one mapping to a status, one log line, counted.
         Err(error) => {
             let Some((status, why)) = error.status() else {
@@ -161,7 +167,7 @@ pub(crate) fn serve(connection: Connection) {
             };
             info!("metrics {peer}: refused: {why}");
             metrics.refused("bad_request");
-            http::respond_error(&connection, status, why)
+            http::respond_error(&connection, status, why, Body::Sent)
         }
     };
     if let Err(error) = response {

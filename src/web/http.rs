@@ -165,14 +165,34 @@ pub fn host_name(authority: &str) -> &str {
     }
 }
 
-/// Writes a whole response and closes the sending side. Responses are small, so a
-/// client that does not read them still cannot hold this thread for long: the socket's
+/// Whether a response carries its body: not in answer to HEAD, whose response is the head
+/// GET's would have, Content-Length included, and nothing after it (RFC 9110, 9.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    Sent,
+    Omitted,
+}
+
+impl Body {
+    /// [`Body::Omitted`] in answer to HEAD, [`Body::Sent`] to any other method.
+    pub fn for_method(method: &str) -> Body {
+        if method == "HEAD" {
+            Body::Omitted
+        } else {
+            Body::Sent
+        }
+    }
+}
+
+/// Writes a whole response (without `body` if [`Body::Omitted`]). Responses are small, so
+/// a client that does not read them still cannot hold this thread for long: the socket's
 /// send buffer takes them whole.
 pub fn respond(
     connection: &Connection,
     status: &str,
     content_type: &str,
     body: &[u8],
+    sent: Body,
 ) -> io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\n\
@@ -186,17 +206,25 @@ pub fn respond(
         body.len()
     );
     let mut response = head.into_bytes();
-    response.extend_from_slice(body);
+    if sent == Body::Sent {
+        response.extend_from_slice(body);
+    }
     connection.write_all(&response)
 }
 
 /// A plain-text error response: `status` and one line saying why.
-pub fn respond_error(connection: &Connection, status: &str, why: &str) -> io::Result<()> {
+pub fn respond_error(
+    connection: &Connection,
+    status: &str,
+    why: &str,
+    sent: Body,
+) -> io::Result<()> {
     respond(
         connection,
         status,
         "text/plain; charset=utf-8",
         format!("{why}\n").as_bytes(),
+        sent,
     )
 }
 

@@ -20,7 +20,7 @@ use crate::error::describe;
 use crate::hub::Event;
 use crate::service::Connection;
 use crate::transport::websocket::WebSocketInput;
-use http::{Request, RequestError, host_name, respond, respond_error};
+use http::{Body, Request, RequestError, host_name, respond, respond_error};
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -68,22 +68,29 @@ pub(crate) fn serve(
         connection.metrics.refused("bad_request");
         return finish(&connection, "403 Forbidden", &why);
     }
-    let body = match (request.method.as_str(), request.path.as_str()) {
+    let page = match (request.method.as_str(), request.path.as_str()) {
         (_, "/ws") => return upgrade(connection, hub, limits, settings, request, already_read),
-        ("GET", "/") => Some(("text/html; charset=utf-8", PAGE)),
-        ("GET", "/app.js") => Some(("text/javascript; charset=utf-8", SCRIPT)),
-        ("GET", "/app.css") => Some(("text/css; charset=utf-8", STYLE)),
+        ("GET" | "HEAD", "/") => Some(("text/html; charset=utf-8", PAGE)),
+        ("GET" | "HEAD", "/app.js") => Some(("text/javascript; charset=utf-8", SCRIPT)),
+        ("GET" | "HEAD", "/app.css") => Some(("text/css; charset=utf-8", STYLE)),
         ("GET" | "HEAD", _) => None,
-        _ => return finish(&connection, "405 Method Not Allowed", "only GET is served"),
-    };
-    match body {
-        Some((content_type, body)) => {
-            debug!("web {peer}: GET {}", request.path);
-            let _ = respond(&connection, "200 OK", content_type, body.as_bytes());
-            close(&connection);
+        _ => {
+            return finish(
+                &connection,
+                "405 Method Not Allowed",
+                "only GET and HEAD are served",
+            );
         }
-        None => finish(&connection, "404 Not Found", "no such page"),
-    }
+    };
+    let sent = Body::for_method(&request.method);
+    let _ = match page {
+        Some((content_type, page)) => {
+            debug!("web {peer}: {} {}", request.method, request.path);
+            respond(&connection, "200 OK", content_type, page.as_bytes(), sent)
+        }
+        None => respond_error(&connection, "404 Not Found", "no such page", sent),
+    };
+    close(&connection);
 }
 
 /// Checks the WebSocket handshake and hands the connection to the chat.
@@ -142,7 +149,7 @@ fn upgrade(
 
 /// Sends an error response and closes.
 fn finish(connection: &Connection, status: &str, why: &str) {
-    let _ = respond_error(connection, status, why);
+    let _ = respond_error(connection, status, why, Body::Sent);
     close(connection);
 }
 

@@ -126,3 +126,28 @@ fn bad_requests_are_answered_as_the_web_port_answers_and_counted() {
         3.0
     );
 }
+
+#[test]
+fn head_of_metrics_answers_like_get_without_the_body() {
+    let (_server, address) = start_with_metrics(&[]);
+    let request = |method: &str, path: &str| {
+        http(
+            address,
+            format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes(),
+        )
+    };
+    for path in ["/metrics", "/elsewhere"] {
+        // Nothing happens in the chat between the two, and scrapes count nothing: the
+        // text, and its length, stay the same.
+        let head = request("HEAD", path);
+        let get = request("GET", path);
+        let end = get.find("\r\n\r\n").expect("a complete head") + 4;
+        let (get_head, get_body) = get.split_at(end);
+        assert!(
+            get_head.contains(&format!("Content-Length: {}\r\n", get_body.len())),
+            "{get}"
+        );
+        assert!(!get_body.is_empty(), "{get}");
+        assert_eq!(head, get_head, "HEAD {path}");
+    }
+}

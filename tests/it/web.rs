@@ -240,6 +240,32 @@ fn bad_requests_are_refused_while_others_chat_on() {
     );
 }
 
+/// A response's head (up to and including its blank line) and the bytes after it.
+fn split_response(response: &str) -> (&str, &str) {
+    let end = response.find("\r\n\r\n").expect("a complete head") + 4;
+    response.split_at(end)
+}
+
+#[test]
+fn head_answers_like_get_without_the_body() {
+    let (_server, web) = start_with_web(Config::localhost());
+    for path in ["/", "/app.js", "/app.css", "/secret"] {
+        let get = get(web, path);
+        let (get_head, get_body) = split_response(&get);
+        assert!(
+            get_head.contains(&format!("Content-Length: {}\r\n", get_body.len())),
+            "{get}"
+        );
+        assert!(!get_body.is_empty(), "{get}");
+        let head = http(
+            web,
+            format!("HEAD {path} HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes(),
+        );
+        // The same status and headers, Content-Length included, and no byte after them.
+        assert_eq!(head, get_head, "HEAD {path}");
+    }
+}
+
 /// A complete request head of exactly `length` bytes for `/`.
 fn head_of_length(web: SocketAddr, length: usize) -> String {
     let start = format!("GET / HTTP/1.1\r\nHost: {web}\r\nX-Pad: ");
