@@ -123,12 +123,12 @@ fn upgrade(
     if let Err(refusal) = connection.become_client() {
         info!("web {peer}: refused: {}", refusal.reason());
         connection.metrics.refused(refusal.label());
-        let line = String::from_utf8_lossy(&refusal.line()).into_owned();
         let _ = respond(
             &connection,
             "503 Service Unavailable",
             "text/plain; charset=utf-8",
-            line.as_bytes(),
+            &refusal.line(),
+            Body::Sent,
         );
         return close(&connection);
     }
