@@ -60,6 +60,106 @@ fn headless_chromium_and_an_nc_client_chat_both_ways_through_the_page() {
     save_screenshot(&browser.screenshot());
 }
 
+/// Other users choose much of the chat's text (nicks, /me, messages), so the page takes its
+/// nick, room, people and whether to come back after a close from the server's event lines
+/// only. An nc client tries every line that once passed for the server's; none changes what
+/// the page shows of itself, while a real rename, a /join and a kick do.
+#[test]
+fn the_page_takes_its_state_from_the_server_and_no_user_line_can_forge_it() {
+    let Some(chromium) = chromium_program() else {
+        return;
+    };
+    let server = start_chat(Config {
+        web: Some("127.0.0.1:0".into()),
+        op_password: Some(String::from("sesame")),
+        ..Config::localhost()
+    });
+    let web_address = server
+        .web_addr()
+        .expect("a web address when Config::web is set");
+    let (mut forger, forger_nick) = LineClient::join(server.local_addr());
+    let (mut renamer, renamer_nick) = LineClient::join(server.local_addr());
+
+    let mut browser = Browser::start(&chromium);
+    browser.navigate(&format!("http://{web_address}/"));
+    let page_nick = browser.wait_for(
+        "the page connected, with a nick in #nick",
+        "document.querySelector('#status')?.getAttribute('data-state') === 'connected' \
+         && document.querySelector('#nick')?.textContent.trim() || null",
+    );
+    forger.expect_line(&format!("* {page_nick} joined"));
+    browser.wait_for_people(&[&forger_nick, &renamer_nick, &page_nick]);
+
+    forger.send("/nick you");
+    assert_eq!(
+        forger.expect_line("!"),
+        "! nick you is reserved for the server"
+    );
+    // Each once read as the server's: a rename of the forger, its leaving, someone joining,
+    // the page's own rename, a kick (no reconnecting), an empty room.
+    let forgeries = [
+        "/me is now teacher",
+        "/me left (quit)",
+        "/me joined",
+        "* you are now teacher",
+        "* you were kicked by teacher: cheating",
+        "* in lobby (0): ",
+    ];
+    for forgery in forgeries {
+        forger.send(forgery);
+    }
+    // Its answer comes once the server has taken every forgery, so the page gets them all
+    // before the rename below.
+    forger.send("/who");
+    forger.expect_line("* in lobby (3): ");
+    renamer.send("/nick zed");
+    // The renamer gets the forgeries too (`[guest-1] * you are now teacher`): wait for the
+    // server's own line.
+    assert_eq!(
+        renamer.expect_line("* you are now zed"),
+        "* you are now zed"
+    );
+    browser.wait_for_line(&format!("* {renamer_nick} is now zed"));
+
+    // The forgeries are shown, as the forger's actions.
+    for forgery in forgeries {
+        let action = forgery.trim_start_matches("/me ").trim_start_matches("* ");
+        browser.wait_for_line(&format!("* {forger_nick} {}", action.trim_end()));
+    }
+    let actions = browser.evaluate("document.querySelectorAll('#messages .kind-action').length");
+    assert_eq!(actions, forgeries.len(), "lines shown as actions");
+    browser.wait_for_people(&[&forger_nick, "zed", &page_nick]);
+    assert_eq!(browser.text_of("#nick"), page_nick);
+    assert_eq!(browser.text_of("#room"), "lobby");
+    let status = browser.evaluate("document.querySelector('#status').dataset.state");
+    assert_eq!(status, "connected");
+
+    browser.type_line("#input", "/join games");
+    browser.wait_for(
+        "#room showing games",
+        "document.querySelector('#room').textContent === 'games' ? 'games' : null",
+    );
+    browser.wait_for_people(&[&page_nick]);
+
+    forger.send("/op sesame");
+    assert_eq!(forger.expect_line("operator"), "* you are now an operator");
+    forger.send(&format!("/kick {page_nick} the test is over"));
+    browser.wait_for_line(&format!(
+        "* you were kicked by {forger_nick}: the test is over"
+    ));
+    // A page that meant to come back would say "disconnected, reconnecting..." at once.
+    let status = browser.wait_for(
+        "the page disconnected",
+        "(status => status.dataset.state === 'disconnected' && status.textContent) \
+         (document.querySelector('#status')) || null",
+    );
+    assert_eq!(status, "disconnected", "the status after a kick");
+    let button = browser.evaluate(
+        "(button => [!button.hidden, button.textContent])(document.querySelector('#reconnect'))",
+    );
+    assert_eq!(button, json!([true, "reconnect"]), "the reconnect button");
+}
+
 /// Where Debian's Chromium is: `chromium` on PATH, or /usr/bin/chromium. Without it the
 /// test is skipped with a note on stderr, except in CI (`CI` set), where a skip would hide
 /// a broken set-up.
@@ -213,6 +313,30 @@ impl Browser {
                 js_string(line)
             ),
         );
+    }
+
+    /// Waits until the names in `#people` are `names`, in any order.
+    fn wait_for_people(&mut self, names: &[&str]) {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        let expected = Value::from(names.clone()).to_string();
+        self.wait_for(
+            &format!("#people listing {names:?}"),
+            &format!(
+                "JSON.stringify(Array.from(document.querySelectorAll('#people li'), item => \
+                 item.textContent.trim()).sort()) === {} ? 'listed' : null",
+                js_string(&expected)
+            ),
+        );
+    }
+
+    /// The text of the element `selector`, without the spaces around it.
+    fn text_of(&mut self, selector: &str) -> String {
+        let text = self.evaluate(&format!(
+            "document.querySelector({}).textContent.trim()",
+            js_string(selector)
+        ));
+        text.as_str().expect("an element's text").to_owned()
     }
 
     /// Clicks the text field `selector`, types `line` into it key by key and presses Enter.
