@@ -4,51 +4,44 @@
 'use strict';
 
 // ---- Reading server lines -------------------------------------------------------------
-// Pure functions, kept apart from the DOM so that they can be tried in Node. Nicks and
-// rooms are 1 to 20 of A-Z a-z 0-9 _ -, which is what keeps these patterns unambiguous.
+// Pure functions, kept apart from the DOM so that they can be tried in Node.
+//
+// Two kinds of line come from the server. Event lines (U+0001, then one JSON object) tell
+// the page its own state: its nick, its room, who is there, that it is being sent away.
+// Text lines are what an nc user reads, and much of their text is chosen by other users
+// (nicks, messages, /quit reasons), so the page only shows them: nothing it believes about
+// itself is read from text.
 
-const NAME = '[A-Za-z0-9_-]{1,20}';
-const re = (source) => new RegExp('^' + source.replace(/NAME/g, NAME) + '$');
+const EVENT_MARK = '\u0001'; // the server strips control characters from all that users send
+const NAME = '[A-Za-z0-9_-]{1,20}'; // a nick or room name
+// `s`: a line may hold U+2028, which `.` does not match otherwise.
+const re = (source) => new RegExp('^' + source.replace(/NAME/g, NAME) + '$', 's');
 const PATTERNS = {
-  time: /^(\d\d:\d\d )(.*)$/, // `/time on` prefixes every line
-  history: /^(\* history \d\d:\d\d )(.*)$/,
-  welcome: re('\\* welcome, (NAME)! .*'),
-  youRoom: re('\\* you are now in (NAME) \\((\\d+) here\\)'),
-  youNick: re('\\* you are now (NAME)'),
-  who: re('\\* in (NAME) \\((\\d+)\\): ?(.*)'),
-  rename: re('\\* (NAME) is now (NAME)'),
-  joined: re('\\* (.+) joined'),
-  leftOne: re('\\* (NAME) left \\((.*)\\)'),
-  leftMany: re('\\* (?:NAME \\(.*\\)|.* and \\d+ others?) left'),
+  time: /^(\d\d:\d\d )(.*)$/s, // `/time on` prefixes every line
+  history: /^(\* history \d\d:\d\d )(.*)$/s,
+  whoAnswer: /^\* in \S+ \(\d+\):/, // only to hide the answer to an automatic /who
   wall: re('\\* notice from (NAME): (.*)'),
   privateIn: re('\\[(NAME) -> you\\] (.*)'),
   privateOut: re('\\[you -> (NAME)\\] (.*)'),
   message: re('\\[(NAME)\\] (.*)'),
-  action: re('\\* (NAME) (.+)'),
-  taken: re('! nick (NAME) is taken'),
 };
-// `* WORD ...` lines from the server itself rather than someone's /me.
-const SYSTEM_WORDS = /^\* (you |rooms |in |welcome, |bye!$|server |idle timeout|timestamps |kicked |commands:|  |notice from )/;
-const MUTED = re('\\* NAME was (un)?muted( by NAME)?');
 
-// `a`, `a and b`, `a, b and c`, `a, b, c and 7 others` -> {names, more}, or null.
-function parseNames(text) {
-  let more = 0;
-  const others = text.match(/^(.*) and (\d+) others?$/);
-  if (others) {
-    text = others[1];
-    more = Number(others[2]);
+// An event line -> its object; a text line -> null. A marked line that is not a JSON
+// object is still the server's, never text to show: it gives an empty event.
+function parseEvent(line) {
+  const timed = line.match(PATTERNS.time); // `/time on` stamps event lines as well
+  if (timed) line = timed[2];
+  if (!line.startsWith(EVENT_MARK)) return null;
+  try {
+    const event = JSON.parse(line.slice(EVENT_MARK.length));
+    return event !== null && typeof event === 'object' && !Array.isArray(event) ? event : {};
+  } catch (err) {
+    return {};
   }
-  let names = text.split(', ');
-  const last = names.pop();
-  const and = last.lastIndexOf(' and ');
-  if (and >= 0 && !others) names.push(last.slice(0, and), last.slice(and + 5));
-  else names.push(last);
-  const ok = names.every((n) => re('NAME').test(n));
-  return ok ? { names, more } : null;
 }
 
-// One line from the server -> {kind, ...fields}; `prefix` is a `/time on` clock.
+// One text line from the server -> {kind, ...fields}, for showing it; `prefix` is a
+// `/time on` clock.
 function parseLine(line) {
   let prefix = '';
   const timed = line.match(PATTERNS.time);
@@ -58,27 +51,21 @@ function parseLine(line) {
   return p;
 }
 
+// Every line a user writes starts with `[nick]`, so a line starting with `* ` or `! ` is
+// the server's (a kind to colour it by, nothing more).
 function parseBody(body) {
   let m;
   const P = PATTERNS;
   if ((m = body.match(P.history))) return { kind: 'history', body, head: m[1], inner: parseBody(m[2]) };
-  if ((m = body.match(P.welcome))) return { kind: 'welcome', body, nick: m[1] };
-  if ((m = body.match(P.youRoom))) return { kind: 'you-room', body, room: m[1], count: Number(m[2]) };
-  if ((m = body.match(P.youNick))) return { kind: 'you-nick', body, nick: m[1] };
-  if ((m = body.match(P.who))) return { kind: 'who', body, room: m[1], names: m[3] ? m[3].split(', ') : [] };
-  if ((m = body.match(P.rename))) return { kind: 'rename', body, old: m[1], nick: m[2] };
-  if ((m = body.match(P.leftOne))) return { kind: 'left', body, names: [m[1]], more: 0 };
-  if (P.leftMany.test(body)) return { kind: 'left', body, names: null, more: 0 };
-  if ((m = body.match(P.joined)) && (m = parseNames(m[1]))) return { kind: 'joined', body, ...m };
   if ((m = body.match(P.wall))) return { kind: 'wall', body, nick: m[1], text: m[2] };
+  if (P.whoAnswer.test(body)) return { kind: 'who', body };
   if ((m = body.match(P.privateIn))) return { kind: 'private', body, nick: m[1], text: m[2], head: '[', tail: ' -> you] ' };
   if ((m = body.match(P.privateOut))) return { kind: 'private', body, nick: m[1], text: m[2], head: '[you -> ', tail: '] ' };
-  if ((m = body.match(P.message))) return { kind: 'message', body, nick: m[1], text: m[2] };
-  if ((m = body.match(P.taken))) return { kind: 'error', body, taken: m[1] };
-  if (body === '* bye!') return { kind: 'bye', body };
-  if (body.startsWith('* you were kicked by ')) return { kind: 'kicked', body };
-  if (SYSTEM_WORDS.test(body) || MUTED.test(body)) return { kind: 'notice', body };
-  if ((m = body.match(P.action))) return { kind: 'action', body, nick: m[1], text: m[2] };
+  if ((m = body.match(P.message))) {
+    // `/me waves` from ann reaches others as `[ann] * waves`.
+    if (m[2].startsWith('* ')) return { kind: 'action', body, nick: m[1], text: m[2].slice(2) };
+    return { kind: 'message', body, nick: m[1], text: m[2] };
+  }
   if (body.startsWith('* ')) return { kind: 'notice', body };
   if (body.startsWith('! ')) return { kind: 'error', body };
   return { kind: 'other', body }; // e.g. message-of-the-day lines
@@ -106,7 +93,7 @@ function backoffDelay(attempt, random = Math.random) {
 }
 
 if (typeof module === 'object') {
-  module.exports = { parseLine, parseNames, nickHue, nickCandidate, backoffDelay };
+  module.exports = { parseEvent, parseLine, nickHue, nickCandidate, backoffDelay };
 }
 
 // ---- The page ------------------------------------------------------------------------
@@ -130,12 +117,12 @@ function startPage() {
   const state = {
     ws: null, open: false, partial: '',
     nick: '', room: 'lobby', people: new Map(), // lower-case nick -> nick
-    stopped: false, // the user quit (or was kicked): wait for the reconnect button
+    stopped: false, // the user quit, or the server closed with a `closing` event: wait for the button
     attempt: 0, retryTimer: 0,
     wantedNick: '', // chosen with /nick, asked for again after a reconnect
     wantedRoom: startRoom && re('NAME').test(startRoom) ? startRoom : 'lobby',
     restoring: null, // {base, n, candidate} while getting the wanted nick back
-    whoQueue: [], // 'auto' or 'user' for each /who sent, answered in order
+    whoQueue: [], // 'auto' or 'user' for each /who sent, answered in order (to hide 'auto' answers)
     whoTimer: 0,
     sent: [], recall: 0, draft: '',
     unread: 0,
@@ -267,61 +254,66 @@ function startPage() {
     ui.reconnect.textContent = state.stopped ? 'reconnect' : 'reconnect now';
   }
 
-  // -- What each server line changes, besides being shown. Returns false to hide it.
-  function apply(p) {
-    switch (p.kind) {
-      case 'welcome': return onWelcome(p.nick);
-      case 'you-nick': return onNickChanged(p.nick);
-      case 'you-room':
-        setRoom(p.room);
-        state.wantedRoom = p.room;
-        setPeople([]);
-        sendWho('auto');
-        return true;
-      case 'who': {
-        setRoom(p.room);
-        setPeople(p.names);
-        return state.whoQueue.shift() !== 'auto';
-      }
-      case 'rename':
-        if (state.people.delete(p.old.toLowerCase())) state.people.set(p.nick.toLowerCase(), p.nick);
-        renderPeople();
-        return true;
-      case 'joined':
-        for (const n of p.names) state.people.set(n.toLowerCase(), n);
-        renderPeople();
-        if (p.more) refreshPeopleSoon();
-        return true;
-      case 'left':
-        if (p.names) {
-          state.people.delete(p.names[0].toLowerCase());
+  // -- What the server says about the page itself: event lines, the only source of its
+  // nick, room, people and whether to come back after a close.
+  function applyEvent(event) {
+    for (const [key, value] of Object.entries(event)) {
+      if (value === null || value === undefined) continue;
+      switch (key) {
+        case 'you': onYou(String(value.nick), String(value.room)); break;
+        case 'people':
+          if (value.room === state.room) setPeople(nameList(value.names));
+          break;
+        case 'joined':
+          for (const n of nameList(value.names)) state.people.set(n.toLowerCase(), n);
           renderPeople();
-        } else refreshPeopleSoon(); // reasons may hold any text: ask instead of guessing
-        return true;
-      case 'bye':
-      case 'kicked':
-        state.stopped = true; // being told to go is not a reason to come straight back
-        return true;
-      case 'notice':
-        // An idle browser would otherwise come back at once, defeating --idle-timeout; the
-        // projector is idle by design and does come back.
-        if (p.body === '* idle timeout, disconnecting, bye!' && !projector) state.stopped = true;
-        return true;
-      case 'error':
-        if (p.taken) onNickTaken(p.taken);
-        return true;
-      default:
-        return true;
+          if (value.more) refreshPeopleSoon(); // a big batch names only a few
+          break;
+        case 'left':
+          for (const n of nameList(value.names)) state.people.delete(n.toLowerCase());
+          renderPeople();
+          if (value.more) refreshPeopleSoon();
+          break;
+        case 'renamed':
+          state.people.delete(String(value.old).toLowerCase());
+          state.people.set(String(value.new).toLowerCase(), String(value.new));
+          renderPeople();
+          break;
+        case 'closing':
+          // Being told to go is not a reason to come straight back. An idle browser would
+          // otherwise return at once, defeating --idle-timeout; the projector is idle by
+          // design and does come back.
+          if (!(value === 'idle' && projector)) state.stopped = true;
+          break;
+        case 'taken': onNickTaken(String(value)); break;
+        default: break; // from a newer server: not for this page
+      }
     }
   }
 
-  function onWelcome(nick) {
+  function nameList(names) {
+    return Array.isArray(names) ? names.filter((n) => typeof n === 'string') : [];
+  }
+
+  // The first `you` of a connection follows the welcome; later ones follow a /nick or a
+  // /join of this page's own.
+  function onYou(nick, room) {
+    if (!state.open) return onWelcome(nick, room);
+    if (nick !== state.nick) onNickChanged(nick);
+    if (room !== state.room) {
+      setRoom(room);
+      state.wantedRoom = room;
+      setPeople([]); // its `people` event follows
+    }
+  }
+
+  function onWelcome(nick, room) {
     state.open = true;
     state.attempt = 0;
     setNick(nick);
-    setRoom('lobby');
+    setRoom(room);
     setStatus('connected', 'connected');
-    setPeople([]);
+    setPeople([]); // its `people` event follows
     ui.side.classList.remove('stale');
     state.whoQueue = [];
     state.restoring = null;
@@ -330,10 +322,8 @@ function startPage() {
       state.restoring = { base: state.wantedNick, n: 1, candidate: state.wantedNick };
       lines.push('/nick ' + state.wantedNick);
     }
-    if (state.wantedRoom.toLowerCase() !== 'lobby') lines.push('/join ' + state.wantedRoom); // its /who follows
+    if (state.wantedRoom.toLowerCase() !== room.toLowerCase()) lines.push('/join ' + state.wantedRoom);
     if (lines.length) sendLines(lines);
-    if (!lines.some((l) => l.startsWith('/join '))) sendWho('auto');
-    return true;
   }
 
   function onNickChanged(nick) {
@@ -344,8 +334,9 @@ function startPage() {
     } else {
       state.wantedNick = nick;
     }
+    state.people.delete(state.nick.toLowerCase());
+    state.people.set(nick.toLowerCase(), nick);
     setNick(nick);
-    return true;
   }
 
   function onNickTaken(nick) {
@@ -362,6 +353,12 @@ function startPage() {
     sendLines(['/nick ' + r.candidate]);
   }
 
+  // The text answer to a /who the page sent by itself is not shown; its `people` event,
+  // which follows, is what updates the list.
+  function isShown(p) {
+    return p.kind !== 'who' || state.whoQueue.shift() !== 'auto';
+  }
+
   function refreshPeopleSoon() {
     clearTimeout(state.whoTimer);
     state.whoTimer = setTimeout(() => state.open && sendWho('auto'), 300);
@@ -374,13 +371,17 @@ function startPage() {
     const nodes = [];
     for (const raw of pieces) {
       const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-      const p = parseLine(line);
-      const shown = lineElement(p); // before apply(): a mention is judged by the old nick
       state.batch = [];
-      if (apply(p)) nodes.push(shown);
+      const event = parseEvent(line);
+      if (event) {
+        applyEvent(event); // never shown
+      } else {
+        const p = parseLine(line);
+        if (isShown(p)) nodes.push(lineElement(p));
+        if (COUNTED.has(p.kind)) countUnread();
+      }
       nodes.push(...state.batch);
       state.batch = null;
-      if (COUNTED.has(p.kind)) countUnread();
     }
     append(nodes);
   }
@@ -462,12 +463,13 @@ function startPage() {
     showOwn(text, name, command ? command[2].trim() : '');
   }
 
+  // In the shape the others get it (`[ann] * waves` for /me), so it is shown as theirs is.
   function showOwn(text, name, rest) {
     if (name === null) {
       const said = text.trimEnd().replace(/^\/\//, '/'); // what the others see
-      append([lineElement({ kind: 'message', body: `[${state.nick}] ${said}`, nick: state.nick, text: said, prefix: '' }, 'mine')]);
+      append([lineElement(parseLine(`[${state.nick}] ${said}`), 'mine')]);
     } else if (name === 'me' && rest) {
-      append([lineElement({ kind: 'action', body: `* ${state.nick} ${rest}`, nick: state.nick, text: rest, prefix: '' }, 'mine')]);
+      append([lineElement(parseLine(`[${state.nick}] * ${rest}`), 'mine')]);
     } else if (name === 'op') {
       note('> /op ********', 'echo');
     } else if (name !== 'msg') { // the server echoes private messages itself
