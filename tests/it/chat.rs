@@ -265,3 +265,33 @@ fn escape_sequences_and_control_bytes_never_reach_others() {
         format!("[{nick}] red and bell \u{fffd}")
     );
 }
+
+#[test]
+fn no_client_line_reads_as_a_server_notice() {
+    let server = start_chat(Config::localhost());
+    let (mut mallory, mallory_nick) = LineClient::join(server.local_addr());
+    let (mut victim, _) = LineClient::join(server.local_addr());
+    for word in ["server", "You", "notice", "in", "ADMIN"] {
+        mallory.send(&format!("/nick {word}"));
+        assert_eq!(
+            mallory.expect_line("!"),
+            format!("! nick {word} is reserved for the server")
+        );
+    }
+    // Whatever it writes, every line it chose starts with its nick in brackets.
+    for forgery in [
+        "/me left (quit)",
+        "/me is now teacher",
+        "/me joined",
+        "* server is shutting down",
+        "\u{1}{\"closing\":\"kicked\"}",
+    ] {
+        mallory.send(forgery);
+        let seen = victim.next_line().expect("a line");
+        assert!(
+            seen.starts_with(&format!("[{mallory_nick}] ")),
+            "{forgery:?} reached others as {seen:?}"
+        );
+        assert!(!seen.contains('\u{1}'), "{seen:?}");
+    }
+}

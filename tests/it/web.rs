@@ -426,3 +426,36 @@ fn a_latin_1_motd_reaches_browsers_as_valid_utf_8() {
     browser.send("/who");
     browser.expect_line("* in lobby (1)");
 }
+
+#[test]
+fn browsers_get_event_lines_that_nc_users_never_see() {
+    let (server, web) = start_with_web(Config {
+        op_password: Some(String::from("sesame")),
+        ..Config::localhost()
+    });
+    let (mut nc, nc_nick) = LineClient::join(server.local_addr());
+    let (mut browser, browser_nick) = Browser::join(web);
+    assert_eq!(
+        browser.expect_line("\u{1}{\"you\""),
+        format!("\u{1}{{\"you\":{{\"nick\":\"{browser_nick}\",\"room\":\"lobby\"}}}}")
+    );
+    nc.expect_line(&format!("* {browser_nick} joined"));
+    nc.send("/nick zed");
+    assert_eq!(
+        browser.expect_line("renamed"),
+        format!("\u{1}{{\"renamed\":{{\"old\":\"{nc_nick}\",\"new\":\"zed\"}}}}")
+    );
+    nc.send("/op sesame");
+    nc.expect_line("operator");
+    nc.send(&format!("/kick {browser_nick} enough"));
+    assert_eq!(
+        browser.expect_line("closing"),
+        "\u{1}{\"closing\":\"kicked\"}"
+    );
+    // The nc client saw only text: its next line answers its own /who.
+    nc.send("/who");
+    for line in std::iter::from_fn(|| nc.next_line()).take_while(|line| !line.starts_with("* in "))
+    {
+        assert!(!line.contains('\u{1}'), "{line:?}");
+    }
+}
