@@ -413,9 +413,14 @@ impl Hub {
     /// Queues an event line for the web page (protocol/page_events.rs) if `id` is a
     /// browser; nobody else gets one.
     fn tell_page(&mut self, id: ConnectionId, event: String) {
-        if self.clients.get(&id).is_some_and(|c| c.outbox.is_browser()) {
-            self.queue(id, line(&event));
+        self.commit_round();
+        if let Some(client) = self.clients.get_mut(&id)
+            && client.outbox.is_browser()
+        {
+            self.delivery.push(client, id, Chunk::whole(line(&event)));
+            self.delivery.send_soon(id);
         }
+        self.remove_slow_consumers();
     }
 
     /// Everyone in `room`, on this node and the others, sorted ignoring case.

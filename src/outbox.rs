@@ -25,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 
 use crate::control::ConnectionId;
+use crate::protocol::page_events;
 use crate::rooms::RoomId;
 use crate::sys::{SEND_NOW, poll};
 use crate::transport::telnet::Screen;
@@ -64,12 +65,15 @@ impl Chunk {
         Chunk::whole(Arc::new(crlf_copy(&self.bytes[self.start..self.end])))
     }
 
-    /// A copy with `prefix` before each line (for a client that asked for timestamps).
+    /// A copy with `prefix` before each line (for a client that asked for timestamps),
+    /// but the page's event lines, which must start with their mark.
     pub(crate) fn with_line_prefix(&self, prefix: &str) -> Chunk {
         let lines = &self.bytes[self.start..self.end];
         let mut bytes = Vec::with_capacity(lines.len() + prefix.len() * 4);
         for line in lines.split_inclusive(|&byte| byte == b'\n') {
-            bytes.extend_from_slice(prefix.as_bytes());
+            if !line.starts_with(&[page_events::EVENT_MARK as u8]) {
+                bytes.extend_from_slice(prefix.as_bytes());
+            }
             bytes.extend_from_slice(line);
         }
         Chunk::whole(Arc::new(bytes))
@@ -473,7 +477,8 @@ impl SealedRound {
         let mut start = 0;
         for (segment, &end) in self.segments.iter().zip(&rendering.segment_ends) {
             let wanted = segment.is_for(recipient, room, is_browser);
-            if wanted {
+            // The page's events are not deliveries of chat lines.
+            if wanted && !segment.browsers_only {
                 lines += u64::from(segment.lines);
             }
             match (wanted, run_start) {
@@ -567,6 +572,16 @@ mod tests {
         // Client 4 is in room 1: only what is for every room reaches it.
         assert_eq!(ranges_for(&sealed, 4), vec!["* notice\n"]);
         assert!(round.seal().is_none());
+    }
+
+    #[test]
+    fn a_time_prefix_leaves_event_lines_alone() {
+        let chunk = Chunk::whole(line("[a] one\n\u{1}{}\n[b] two"));
+        let prefixed = chunk.with_line_prefix("12:34 ");
+        assert_eq!(
+            &prefixed.bytes[..],
+            "12:34 [a] one\n\u{1}{}\n12:34 [b] two\n".as_bytes()
+        );
     }
 
     #[test]

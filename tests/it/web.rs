@@ -445,6 +445,10 @@ fn browsers_get_event_lines_that_nc_users_never_see() {
         browser.expect_line("renamed"),
         format!("\u{1}{{\"renamed\":{{\"old\":\"{nc_nick}\",\"new\":\"zed\"}}}}")
     );
+    // With /time on, text lines are stamped; event lines still start with their mark.
+    browser.send("/time on\n/who");
+    let people = browser.expect_line("\u{1}{\"people\"");
+    assert!(people.starts_with('\u{1}'), "{people:?}");
     nc.send("/op sesame");
     nc.expect_line("operator");
     nc.send(&format!("/kick {browser_nick} enough"));

@@ -29,9 +29,7 @@ const PATTERNS = {
 // An event line -> its object; a text line -> null. A marked line that is not a JSON
 // object is still the server's, never text to show: it gives an empty event.
 function parseEvent(line) {
-  const timed = line.match(PATTERNS.time); // `/time on` stamps event lines as well
-  if (timed) line = timed[2];
-  if (!line.startsWith(EVENT_MARK)) return null;
+  if (!line.startsWith(EVENT_MARK)) return null; // `/time on` never stamps event lines
   try {
     const event = JSON.parse(line.slice(EVENT_MARK.length));
     return event !== null && typeof event === 'object' && !Array.isArray(event) ? event : {};
