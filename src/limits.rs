@@ -1,20 +1,9 @@
-//! Connection places: `--max-clients`, `--max-per-ip` (every port), the handshakes and
-//! scrapes allowed at once, held by a slot guard that gives its place back when dropped,
-//! and the ceiling the machine itself puts on threads.
+//! The ceiling the machine itself puts on threads and descriptors, and giving back the
+//! stack pages an idle connection thread does not use.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Shutdown, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use log::info;
-use parking_lot::Mutex;
-
-use crate::config::Config;
-use crate::control::{ConnectionId, Control};
-use crate::metrics::Metrics;
 use crate::sys::page_size;
 
 /// Memory mappings one connection thread costs: its stack and the guard page below it
@@ -29,227 +18,6 @@ const MAPPINGS_KEPT: usize = 2048;
 /// sixteenth of each limit, at least 8 and at most 256.
 fn reserved(limit: usize) -> usize {
     (limit / 16).clamp(8, 256)
-}
-
-/// Connections on the way to becoming clients that may be in progress at once: TLS
-/// handshakes, web page requests and WebSocket handshakes. A real one takes milliseconds,
-/// so 256 carries a class whose browsers all load the page at once; when they are all
-/// taken, the oldest is closed to make room, so connections that stall (never send a
-/// ClientHello, trickle a request) can delay real ones by nothing more than their turn.
-pub const MAX_HANDSHAKES: usize = 256;
-/// `/metrics` scrapes served at once. Prometheus scrapes one at a time; 16 leaves room for
-/// a few more watchers. When they are all taken, the oldest is closed to make room.
-pub const MAX_SCRAPES: usize = 16;
-
-/// What a connection holds a place for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PlaceKind {
-    /// A client: `--max-clients` (chat, echo, dump and send alike).
-    Client,
-    /// Not a client yet ([`MAX_HANDSHAKES`]): it becomes one with
-    /// [`ConnectionSlot::become_client`].
-    Handshake,
-    /// A `/metrics` scrape ([`MAX_SCRAPES`]).
-    Scrape,
-}
-
-/// Connections open now: clients, handshakes, scrapes, and per address.
-#[derive(Debug, Default)]
-pub(crate) struct Occupancy {
-    clients: usize,
-    /// Every connection from an address, whatever its port; kept only when `--max-per-ip`
-    /// is set.
-    per_ip: HashMap<IpAddr, usize>,
-    /// Handshakes in progress by connection number (so oldest first), with their sockets,
-    /// to close the oldest when all are taken.
-    handshakes: BTreeMap<ConnectionId, Arc<TcpStream>>,
-    scrapes: BTreeMap<ConnectionId, Arc<TcpStream>>,
-    /// `--once`: the one client has come; nobody else becomes one.
-    once_taken: bool,
-}
-
-/// Why a connection was refused, as the line the client gets.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    ServerFull,
-    TooManyFromAddress,
-}
-
-impl Refusal {
-    pub(crate) fn reason(&self) -> &'static str {
-        match self {
-            Refusal::ServerFull => "server full",
-            Refusal::TooManyFromAddress => "too many connections from your address",
-        }
-    }
-
-    /// The reason as a metrics label.
-    pub(crate) fn label(&self) -> &'static str {
-        match self {
-            Refusal::ServerFull => "server_full",
-            Refusal::TooManyFromAddress => "per_ip",
-        }
-    }
-
-    /// The line the refused client receives before the connection closes.
-    pub(crate) fn line(&self) -> Vec<u8> {
-        format!("! {}\n", self.reason()).into_bytes()
-    }
-}
-
-/// Shared by the acceptor (which takes places) and the slots (which give them back).
-#[derive(Clone)]
-pub(crate) struct Places {
-    occupancy: Arc<Mutex<Occupancy>>,
-    max_clients: usize,
-    max_per_ip: usize,
-    /// `--once`: one client, then the supervisor is told to stop accepting.
-    once: bool,
-    metrics: Arc<Metrics>,
-}
-
-impl Places {
-    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Places {
-        Places {
-            occupancy: Arc::default(),
-            max_clients: config.max_clients,
-            max_per_ip: config.max_per_ip,
-            once: config.once,
-            metrics,
-        }
-    }
-
-    /// Takes a place of `kind` for connection `id` from `ip`, or says why there is none. A
-    /// handshake or scrape always gets one: when all are taken, the oldest is closed.
-    pub(crate) fn take(
-        &self,
-        id: ConnectionId,
-        ip: IpAddr,
-        kind: PlaceKind,
-        stream: &Arc<TcpStream>,
-        control: Sender<Control>,
-    ) -> Result<ConnectionSlot, Refusal> {
-        let mut occupancy = self.occupancy.lock();
-        if kind == PlaceKind::Client {
-            self.check_client_place(&occupancy)?;
-        }
-        if self.max_per_ip > 0 {
-            let from_ip = occupancy.per_ip.entry(ip).or_insert(0);
-            if *from_ip >= self.max_per_ip {
-                return Err(Refusal::TooManyFromAddress);
-            }
-            *from_ip += 1;
-        }
-        match kind {
-            PlaceKind::Client => self.count_client(&mut occupancy, &control),
-            PlaceKind::Handshake => {
-                let evicted = make_room(&mut occupancy.handshakes, MAX_HANDSHAKES);
-                self.report_eviction(evicted, "handshakes_full", "handshakes in progress");
-                occupancy.handshakes.insert(id, Arc::clone(stream));
-            }
-            PlaceKind::Scrape => {
-                let evicted = make_room(&mut occupancy.scrapes, MAX_SCRAPES);
-                self.report_eviction(evicted, "scrapes_full", "metrics scrapes");
-                occupancy.scrapes.insert(id, Arc::clone(stream));
-            }
-        }
-        Ok(ConnectionSlot {
-            id,
-            ip,
-            kind: Cell::new(kind),
-            places: self.clone(),
-            control,
-        })
-    }
-
-    fn check_client_place(&self, occupancy: &Occupancy) -> Result<(), Refusal> {
-        if occupancy.clients >= self.max_clients || (self.once && occupancy.once_taken) {
-            return Err(Refusal::ServerFull);
-        }
-        Ok(())
-    }
-
-    fn count_client(&self, occupancy: &mut Occupancy, control: &Sender<Control>) {
-        occupancy.clients += 1;
-        if self.once && !occupancy.once_taken {
-            occupancy.once_taken = true;
-            let _ = control.send(Control::OneClientCame);
-        }
-    }
-
-    fn report_eviction(&self, evicted: Option<ConnectionId>, label: &'static str, what: &str) {
-        if let Some(id) = evicted {
-            info!("closed connection #{id}, the oldest of {what}: all places taken");
-            self.metrics.refused(label);
-        }
-    }
-
-    fn give_back(&self, id: ConnectionId, ip: IpAddr, kind: PlaceKind) {
-        let mut occupancy = self.occupancy.lock();
-        match kind {
-            PlaceKind::Client => occupancy.clients -= 1,
-            PlaceKind::Handshake => {
-                occupancy.handshakes.remove(&id);
-            }
-            PlaceKind::Scrape => {
-                occupancy.scrapes.remove(&id);
-            }
-        }
-        if let Some(count) = occupancy.per_ip.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                occupancy.per_ip.remove(&ip);
-            }
-        }
-    }
-}
-
-/// Closes the oldest connection of `places` if all `capacity` are taken; returns its number.
-fn make_room(
-    places: &mut BTreeMap<ConnectionId, Arc<TcpStream>>,
-    capacity: usize,
-) -> Option<ConnectionId> {
-    if places.len() < capacity {
-        return None;
-    }
-    let (id, stream) = places.pop_first()?;
-    // Wakes its thread, blocked in a read, which then ends the connection.
-    let _ = stream.shutdown(Shutdown::Both);
-    Some(id)
-}
-
-/// Holds one connection's place; gives it back and reports the end of the connection to
-/// the supervisor when dropped, however its thread ends (return, error or panic).
-pub(crate) struct ConnectionSlot {
-    id: ConnectionId,
-    ip: IpAddr,
-    kind: Cell<PlaceKind>,
-    places: Places,
-    control: Sender<Control>,
-}
-
-impl ConnectionSlot {
-    /// A handshake that is done becomes a client: it takes a client place (its address
-    /// keeps its one count), or is refused as a new client would be.
-    pub(crate) fn become_client(&self) -> Result<(), Refusal> {
-        if self.kind.get() != PlaceKind::Handshake {
-            return Ok(());
-        }
-        let places = &self.places;
-        let mut occupancy = places.occupancy.lock();
-        places.check_client_place(&occupancy)?;
-        occupancy.handshakes.remove(&self.id);
-        places.count_client(&mut occupancy, &self.control);
-        self.kind.set(PlaceKind::Client);
-        Ok(())
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.places.give_back(self.id, self.ip, self.kind.get());
-        let _ = self.control.send(Control::Finished(self.id));
-    }
 }
 
 /// The most connections this machine lets the process hold, and what sets it.
@@ -352,6 +120,12 @@ thread_local! {
 /// burst of work may have reached a page deeper than the wait needs (a full hub channel
 /// makes the join's send take the slow, deeper path), and an idle client should not keep
 /// it. Once a second is enough for that, and keeps a busy client's reads free of the cost.
+///
+/// Never inlined: the stack in use is found from a variable of this function's own frame,
+/// which is then below every caller's frame. Inlined into a caller, the variable would sit
+/// somewhere in the caller's frame, and the caller's variables below it (a buffer) could
+/// be given back while in use.
+#[inline(never)]
 pub(crate) fn release_unused_stack() {
     /// Stack kept below this frame's variables: the rest of this frame and the system calls
     /// it makes must stay on pages that are not given back (a return address zeroed under
@@ -366,7 +140,7 @@ pub(crate) fn release_unused_stack() {
     }
     STACK_RELEASED_AT.set(Some(now));
     let marker = 0u8;
-    let in_use = std::ptr::addr_of!(marker) as usize;
+    let in_use = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
     let page = page_size();
     // Everything below the page that holds the margin (the wait to come needs a few
     // hundred bytes, and takes the next page back if it needs it).
@@ -389,9 +163,10 @@ pub(crate) fn release_unused_stack() {
     if in_use < low || in_use >= low + size || end <= low {
         return;
     }
-    // SAFETY: [low, end) is this thread's own stack, at least MARGIN bytes below this
-    // frame's variables, so below every frame in use (this one's and the call's own
-    // included); nothing lives there that anyone will read before writing.
+    // SAFETY: [low, end) is this thread's own stack, at least MARGIN bytes below a
+    // variable of this frame, which is never inlined (so every caller's frame is above
+    // it); below it are only the rest of this frame and the madvise call's, within the
+    // margin. Nothing lives in the range that anyone will read before writing.
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
     }
@@ -455,167 +230,21 @@ mod tests {
         assert!(own_page_kept);
     }
 
-    /// Places for `max_clients` and `max_per_ip`, with a socket to give each connection.
-    struct PlacesUnderTest {
-        places: Places,
-        control: Sender<Control>,
-        heard: crossbeam_channel::Receiver<Control>,
-        listener: std::net::TcpListener,
-    }
-
-    impl PlacesUnderTest {
-        fn new(max_clients: usize, max_per_ip: usize, once: bool) -> PlacesUnderTest {
-            let config = Config {
-                max_clients,
-                max_per_ip,
-                once,
-                ..Config::localhost()
-            };
-            let (control, heard) = crossbeam_channel::unbounded();
-            PlacesUnderTest {
-                places: Places::new(&config, Arc::default()),
-                control,
-                heard,
-                listener: std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
-            }
-        }
-
-        /// A connected socket (the server's side), and the client's.
-        fn socket(&self) -> (Arc<TcpStream>, TcpStream) {
-            let client =
-                TcpStream::connect(self.listener.local_addr().expect("address")).expect("connect");
-            let (server_side, _) = self.listener.accept().expect("accept");
-            (Arc::new(server_side), client)
-        }
-
-        fn take(&self, id: u64, ip: &str, kind: PlaceKind) -> Result<ConnectionSlot, Refusal> {
-            let (stream, _client) = self.socket();
-            let ip = ip.parse().expect("ip");
-            self.places
-                .take(id, ip, kind, &stream, self.control.clone())
-        }
-    }
-
     #[test]
-    fn places_are_limited_in_total_and_per_address_and_given_back() {
-        let test = PlacesUnderTest::new(3, 2, false);
-        let first = test.take(1, "10.0.0.1", PlaceKind::Client).expect("first");
-        let _second = test.take(2, "10.0.0.1", PlaceKind::Client).expect("second");
-        assert_eq!(
-            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::TooManyFromAddress)
-        );
-        let _third = test
-            .take(4, "10.0.0.2", PlaceKind::Client)
-            .expect("other address");
-        assert_eq!(
-            test.take(5, "10.0.0.2", PlaceKind::Client).err(),
-            Some(Refusal::ServerFull)
-        );
-        drop(first);
-        assert!(test.take(6, "10.0.0.1", PlaceKind::Client).is_ok());
-    }
-
-    #[test]
-    fn max_per_ip_zero_lets_one_address_fill_every_place() {
-        let test = PlacesUnderTest::new(2, 0, false);
-        let first = test.take(1, "10.0.0.1", PlaceKind::Client).expect("first");
-        let _second = test.take(2, "10.0.0.1", PlaceKind::Client).expect("second");
-        assert_eq!(
-            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::ServerFull)
-        );
-        drop(first);
-        assert!(test.take(4, "10.0.0.1", PlaceKind::Client).is_ok());
-    }
-
-    #[test]
-    fn handshakes_and_scrapes_count_per_address_but_take_no_client_place() {
-        let test = PlacesUnderTest::new(1, 2, false);
-        let _scrape = test.take(1, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
-        let handshake = test
-            .take(2, "10.0.0.1", PlaceKind::Handshake)
-            .expect("handshake");
-        assert_eq!(
-            test.take(3, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::TooManyFromAddress)
-        );
-        let _client = test.take(4, "10.0.0.2", PlaceKind::Client).expect("client");
-        // The handshake is done, but the one client place is taken.
-        assert_eq!(handshake.become_client(), Err(Refusal::ServerFull));
-    }
-
-    #[test]
-    fn a_handshake_that_becomes_a_client_takes_a_client_place() {
-        let test = PlacesUnderTest::new(1, 0, false);
-        let handshake = test
-            .take(1, "10.0.0.1", PlaceKind::Handshake)
-            .expect("handshake");
-        handshake.become_client().expect("a client place");
-        assert_eq!(
-            test.take(2, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::ServerFull)
-        );
-        drop(handshake);
-        assert!(test.take(3, "10.0.0.1", PlaceKind::Client).is_ok());
-    }
-
-    #[test]
-    fn when_every_handshake_place_is_taken_the_oldest_is_closed() {
-        let test = PlacesUnderTest::new(1, 0, false);
-        let mut clients = Vec::new();
-        let mut slots = Vec::new();
-        for id in 1..=MAX_HANDSHAKES as u64 + 1 {
-            let (stream, client) = test.socket();
-            let ip = "10.0.0.1".parse().expect("ip");
-            let taken =
-                test.places
-                    .take(id, ip, PlaceKind::Handshake, &stream, test.control.clone());
-            slots.push(taken.expect("a handshake always gets a place"));
-            clients.push(client);
-        }
-        // The first connection was shut down: its client reads the end at once.
-        let mut buffer = [0u8; 1];
-        clients[0]
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        assert_eq!(
-            std::io::Read::read(&mut clients[0], &mut buffer).ok(),
-            Some(0)
-        );
-        assert_eq!(
-            test.places.occupancy.lock().handshakes.len(),
-            MAX_HANDSHAKES
-        );
-        assert!(!test.places.occupancy.lock().handshakes.contains_key(&1));
-    }
-
-    #[test]
-    fn once_lets_one_client_in_and_tells_the_supervisor() {
-        let test = PlacesUnderTest::new(10, 0, true);
-        let _page = test
-            .take(1, "10.0.0.1", PlaceKind::Handshake)
-            .expect("page");
-        let _scrape = test.take(2, "10.0.0.1", PlaceKind::Scrape).expect("scrape");
-        assert!(
-            test.heard.try_recv().is_err(),
-            "pages and scrapes do not count"
-        );
-        let client = test
-            .take(3, "10.0.0.1", PlaceKind::Handshake)
-            .expect("client");
-        client.become_client().expect("the one client");
-        assert!(matches!(test.heard.try_recv(), Ok(Control::OneClientCame)));
-        assert_eq!(
-            test.take(4, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::ServerFull)
-        );
-        drop(client);
-        assert_eq!(
-            test.take(5, "10.0.0.1", PlaceKind::Client).err(),
-            Some(Refusal::ServerFull),
-            "one client, ever"
-        );
+    fn a_caller_s_variables_survive_the_release_however_large_its_frame() {
+        let thread = std::thread::Builder::new().stack_size(256 * 1024);
+        let intact = thread
+            .spawn(|| {
+                let _ = touch_stack::<{ 64 * 1024 }>();
+                // Lives in this frame, partly more than a page below its other variables.
+                let buffer = std::hint::black_box([7u8; 16 * 1024]);
+                release_unused_stack();
+                std::hint::black_box(&buffer).iter().all(|&byte| byte == 7)
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        assert!(intact, "the caller's buffer was given back while in use");
     }
 
     #[test]

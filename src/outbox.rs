@@ -60,6 +60,12 @@ impl Chunk {
         self.end - self.start
     }
 
+    /// The bytes of the range.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
     /// The same lines ending in CR LF instead of LF (a copy).
     fn with_crlf(&self) -> Chunk {
         Chunk::whole(Arc::new(crlf_copy(&self.bytes[self.start..self.end])))

@@ -11,8 +11,8 @@ use log::info;
 
 use crate::control::{ConnectionId, ShutdownHandle};
 use crate::error::Error;
-use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::Metrics;
+use crate::places::{ConnectionSlot, Refusal};
 use crate::sys::{poll, timed_out};
 use crate::transport::Transport;
 use crate::transport::tls::TlsSession;

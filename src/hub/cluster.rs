@@ -520,7 +520,7 @@ impl Hub {
             (true, Some(true) | None) => self.complete_rename(id, nick),
             (true, Some(false)) => {
                 self.reply(id, format!("! nick {nick} is taken"));
-                self.tell_page(id, page_events::taken(&nick));
+                self.tell_page(id, |_| page_events::taken(&nick));
             }
             (false, Some(false)) if holds_it => self.rename_to_guest(id, &nick),
             (false, Some(true)) if !holds_it => {

@@ -69,8 +69,8 @@ impl Hub {
                 .as_ref()
                 .map_or(0, |c| c.remote_in(new_room).count());
         self.reply(id, format!("* you are now in {new_name} ({here} here)"));
-        self.tell_page(id, page_events::you(nick, &new_name));
-        self.tell_page(id, self.people_event(new_room));
+        self.tell_page(id, |_| page_events::you(nick, &new_name));
+        self.tell_page(id, |hub| hub.people_event(new_room));
         self.send_history(id, new_room);
         self.publish(Shared::Joined {
             room: new_room,
@@ -128,7 +128,7 @@ impl Hub {
                     nicks.join(", ")
                 );
                 self.reply(id, text);
-                self.tell_page(id, self.people_event(room));
+                self.tell_page(id, |hub| hub.people_event(room));
             }
             Input::Rooms => {
                 let list: Vec<String> = self
@@ -330,7 +330,7 @@ impl Hub {
         let taken_here = self.find_nick(&new_nick).is_some_and(|owner| owner != id);
         if taken_here || self.remote_nick(&new_nick).is_some() {
             self.reply(id, format!("! nick {new_nick} is taken"));
-            return self.tell_page(id, page_events::taken(&new_nick));
+            return self.tell_page(id, |_| page_events::taken(&new_nick));
         }
         match &mut self.cluster {
             Some(cluster) if cluster.is_linked() => {
@@ -370,7 +370,7 @@ impl Hub {
         }
         self.reply(id, format!("* you are now {new_nick}"));
         let room_name = self.rooms.name(room).to_owned();
-        self.tell_page(id, page_events::you(&new_nick, &room_name));
+        self.tell_page(id, |_| page_events::you(&new_nick, &room_name));
         self.publish(Shared::Renamed {
             room,
             id,

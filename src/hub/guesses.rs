@@ -12,9 +12,9 @@ pub(super) const FIRST_WAIT: Duration = Duration::from_secs(3);
 const LONGEST_WAIT: Duration = Duration::from_secs(180);
 /// An address that has not failed for this long starts again from [`FIRST_WAIT`].
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Addresses remembered before the forgotten ones are swept out: bounds the table whatever
-/// a LAN full of addresses does.
-const SWEEP_ABOVE: usize = 1024;
+/// Addresses remembered at most: when full, the forgotten ones go, and if none is, the one
+/// that failed longest ago. Bounds the table whatever a LAN full of addresses does.
+const MOST_ADDRESSES: usize = 1024;
 
 /// Wrong passwords per address.
 #[derive(Default)]
@@ -38,18 +38,15 @@ impl Guesses {
 
     /// A wrong password from `address`: it waits, longer each time; returns how long.
     pub(super) fn failed(&mut self, address: IpAddr, now: Instant) -> Duration {
-        if self.by_address.len() >= SWEEP_ABOVE {
-            self.by_address
-                .retain(|_, failures| now.saturating_duration_since(failures.last) < FORGET_AFTER);
+        let address = address.to_canonical();
+        if self.by_address.len() >= MOST_ADDRESSES && !self.by_address.contains_key(&address) {
+            self.make_room(now);
         }
-        let failures = self
-            .by_address
-            .entry(address.to_canonical())
-            .or_insert(Failures {
-                count: 0,
-                last: now,
-                wait_until: now,
-            });
+        let failures = self.by_address.entry(address).or_insert(Failures {
+            count: 0,
+            last: now,
+            wait_until: now,
+        });
         if now.saturating_duration_since(failures.last) >= FORGET_AFTER {
             failures.count = 0;
         }
@@ -59,6 +56,22 @@ impl Guesses {
         let wait = FIRST_WAIT.saturating_mul(1 << doublings).min(LONGEST_WAIT);
         failures.wait_until = now + wait;
         wait
+    }
+
+    fn make_room(&mut self, now: Instant) {
+        self.by_address
+            .retain(|_, failures| now.saturating_duration_since(failures.last) < FORGET_AFTER);
+        if self.by_address.len() < MOST_ADDRESSES {
+            return;
+        }
+        let oldest = self
+            .by_address
+            .iter()
+            .min_by_key(|(_, failures)| failures.last)
+            .map(|(&address, _)| address);
+        if let Some(oldest) = oldest {
+            self.by_address.remove(&oldest);
+        }
     }
 
     /// The right password from `address`: its failures are forgotten.
@@ -96,5 +109,19 @@ mod tests {
         assert_eq!(guesses.failed(student, much_later), FIRST_WAIT);
         guesses.succeeded(student);
         assert_eq!(guesses.wait_left(student, much_later), None);
+    }
+
+    #[test]
+    fn the_table_stays_bounded_whatever_addresses_fail() {
+        let mut guesses = Guesses::default();
+        let start = Instant::now();
+        for n in 0..3 * MOST_ADDRESSES as u32 {
+            let address = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            guesses.failed(address, start + Duration::from_millis(u64::from(n)));
+        }
+        assert_eq!(guesses.by_address.len(), MOST_ADDRESSES);
+        // The newest failures are the ones kept.
+        let newest = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 3 * 1024 - 1));
+        assert!(guesses.by_address.contains_key(&newest));
     }
 }

@@ -122,6 +122,9 @@ struct Gathered {
     due: Instant,
     joined: NameCount,
     left: NameCount,
+    /// Someone in the room was renamed while the window was open: the page cannot apply
+    /// the gathered names one by one.
+    crossed_a_rename: bool,
 }
 
 /// Up to three names (as shown, and as nicks for the page), and how many in all.
@@ -153,6 +156,7 @@ impl GatheredNotices {
             due: now + GATHER_WINDOW,
             joined: NameCount::default(),
             left: NameCount::default(),
+            crossed_a_rename: false,
         });
         match kind {
             NoticeKind::Joined => gathered.joined.add(nick.clone(), nick),
@@ -160,6 +164,13 @@ impl GatheredNotices {
                 let shown = format!("{nick} ({reason})");
                 gathered.left.add(nick, shown);
             }
+        }
+    }
+
+    /// Someone in `room` was renamed (announced at once, while its joins and leaves wait).
+    pub(super) fn renamed(&mut self, room: RoomId) {
+        if let Some(gathered) = self.rooms.get_mut(&room) {
+            gathered.crossed_a_rename = true;
         }
     }
 
@@ -207,6 +218,54 @@ impl GatheredNotices {
             for event in events.iter().flatten() {
                 round.push_browser_line(event, None, Some(room));
             }
+            // Joins are told before leaves, so someone who left and came back within the
+            // window would end up gone.
+            let came_back = gathered.joined.nicks.iter().any(|joined| {
+                let left = &gathered.left.nicks;
+                left.iter().any(|nick| nick.eq_ignore_ascii_case(joined))
+            });
+            if gathered.crossed_a_rename || came_back {
+                round.push_browser_line(&page_events::stale(), None, Some(room));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::LineEnding;
+
+    /// What a browser in `room` gets of the round.
+    fn browser_text(round: &mut Round, room: RoomId) -> String {
+        let sealed = round.seal().expect("lines");
+        let mut text = String::new();
+        sealed.chunks_for(99, room, LineEnding::Lf, true, |chunk| {
+            text.push_str(&String::from_utf8_lossy(chunk.bytes()));
+        });
+        text
+    }
+
+    #[test]
+    fn a_window_whose_names_cannot_be_applied_one_by_one_says_the_list_is_stale() {
+        let start = Instant::now();
+        let after = start + GATHER_WINDOW;
+        let mut round = Round::default();
+        let mut plain = GatheredNotices::default();
+        plain.add(NoticeKind::Joined, "ann".into(), 1, start);
+        plain.send_due(after, &mut round);
+        assert!(!browser_text(&mut round, 1).contains("stale"));
+
+        let mut came_back = GatheredNotices::default();
+        came_back.add(NoticeKind::Left("quit".into()), "ann".into(), 1, start);
+        came_back.add(NoticeKind::Joined, "Ann".into(), 1, start);
+        came_back.send_due(after, &mut round);
+        assert!(browser_text(&mut round, 1).contains("\u{1}{\"stale\":true}"));
+
+        let mut renamed = GatheredNotices::default();
+        renamed.add(NoticeKind::Joined, "guest-5".into(), 1, start);
+        renamed.renamed(1);
+        renamed.send_due(after, &mut round);
+        assert!(browser_text(&mut round, 1).contains("\u{1}{\"stale\":true}"));
     }
 }

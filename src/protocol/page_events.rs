@@ -57,6 +57,12 @@ pub fn renamed(old: &str, new: &str) -> String {
     )
 }
 
+/// `{"stale":true}`: the room's changes just told cannot be applied one by one (gathered
+/// joins and leaves crossed a rename, or someone left and came back): ask for the list.
+pub fn stale() -> String {
+    format!("{EVENT_MARK}{{\"stale\":true}}")
+}
+
 /// Why the server is closing a client that should not come straight back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closing {

@@ -59,14 +59,15 @@ pub(crate) fn serve(
             };
             info!("web {peer}: refused: {why}");
             connection.metrics.refused("bad_request");
-            return finish(&connection, status, why);
+            return finish(&connection, status, why, Body::Sent);
         }
     };
     let local_ip = stream.local_addr().map(|address| address.ip()).ok();
     if let Err(why) = settings.check_destination(&request, local_ip) {
         info!("web {peer}: refused: {why}");
         connection.metrics.refused("bad_request");
-        return finish(&connection, "403 Forbidden", &why);
+        let body = Body::for_method(&request.method);
+        return finish(&connection, "403 Forbidden", &why, body);
     }
     let page = match (request.method.as_str(), request.path.as_str()) {
         (_, "/ws") => return upgrade(connection, hub, limits, settings, request, already_read),
@@ -79,6 +80,7 @@ pub(crate) fn serve(
                 &connection,
                 "405 Method Not Allowed",
                 "only GET and HEAD are served",
+                Body::Sent,
             );
         }
     };
@@ -108,7 +110,13 @@ fn upgrade(
         _ => {
             info!("web {peer}: refused: bad WebSocket handshake");
             connection.metrics.refused("bad_handshake");
-            return finish(&connection, "400 Bad Request", "bad WebSocket handshake");
+            let body = Body::for_method(&request.method);
+            return finish(
+                &connection,
+                "400 Bad Request",
+                "bad WebSocket handshake",
+                body,
+            );
         }
     };
     if request.websocket_version.as_deref() != Some("13") {
@@ -118,6 +126,7 @@ fn upgrade(
             &connection,
             "426 Upgrade Required",
             "WebSocket version 13 only",
+            Body::for_method(&request.method),
         );
     }
     if let Err(refusal) = connection.become_client() {
@@ -147,9 +156,9 @@ fn upgrade(
     connection::serve_client(connection, hub, limits, &mut input);
 }
 
-/// Sends an error response and closes.
-fn finish(connection: &Connection, status: &str, why: &str) {
-    let _ = respond_error(connection, status, why, Body::Sent);
+/// Sends an error response (its body unless it answers HEAD) and closes.
+fn finish(connection: &Connection, status: &str, why: &str, body: Body) {
+    let _ = respond_error(connection, status, why, body);
     close(connection);
 }
 

@@ -134,3 +134,20 @@ fn once_with_metrics_is_not_used_up_by_a_scrape() {
     let (status, _) = server.wait_exit();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn the_metrics_port_speaks_plain_http_to_refusals_even_with_tls() {
+    let server = start_chat(Config {
+        max_per_ip: 1,
+        metrics: Some(String::from("127.0.0.1:0")),
+        tls: Some(tcpchat::transport::tls::Certificate::SelfSigned),
+        ..Config::localhost()
+    });
+    let metrics = server.metrics_addr().expect("metrics port");
+    // An idle connection holds the address's one place (until the 10 s request deadline).
+    let _idle = connect_from("127.0.0.2", metrics);
+    let mut refused = connect_from("127.0.0.2", metrics);
+    let mut response = String::new();
+    let _ = refused.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response:?}");
+}

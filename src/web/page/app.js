@@ -284,6 +284,9 @@ function startPage() {
           if (!(value === 'idle' && projector)) state.stopped = true;
           break;
         case 'taken': onNickTaken(String(value)); break;
+        // The changes just told cannot be applied one by one (a big room's gathered joins
+        // and leaves crossed a rename, or someone left and came back): ask for the list.
+        case 'stale': refreshPeopleSoon(); break;
         default: break; // from a newer server: not for this page
       }
     }
