@@ -15,8 +15,9 @@ use crate::connection::{self, ClientLimits, TcpInput};
 use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
-use crate::limits::{self, Refusal};
+use crate::limits;
 use crate::metrics::Metrics;
+use crate::places::Refusal;
 use crate::protocol;
 use crate::service::{Connection, Service};
 use crate::transport::Transport;
@@ -27,9 +28,6 @@ use crate::web::{self, WebSettings};
 /// the point: a client that floods faster than the hub routes is slowed by TCP backpressure
 /// instead of growing a queue.
 const HUB_QUEUE_CAPACITY: usize = 1024;
-/// After a refusal, how long the client has to close its side (see
-/// `Connection::wait_for_close`).
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The chat room of the chapter: every line goes to everyone else.
 pub struct Chat {
@@ -222,7 +220,7 @@ fn refuse_after_handshake(connection: &Connection, refusal: &Refusal) {
         let _ = session.write_all_blocking(&connection.stream, b"");
     }
     let _ = connection.stream.shutdown(std::net::Shutdown::Write);
-    connection.wait_for_close(LINGER);
+    connection.wait_for_close(connection::LINGER);
 }
 
 /// A chat client on the main port.

@@ -19,9 +19,9 @@ use crate::transport::{DirectOutput, Transport};
 /// the buffer (on the heap) while it is connected, and a larger one measured no faster in
 /// fanout (the senders' windows, not the buffer, bound a read).
 const READ_CHUNK: usize = 1024;
-/// How long a client that quit or idled out has to close after the hub's goodbye (the
-/// hub closes the sending side; see `Connection::wait_for_close`).
-const LINGER: Duration = Duration::from_secs(2);
+/// How long a client that quit or idled out, or was refused, has to close after the last
+/// words it gets (the server closes the sending side; see `Connection::wait_for_close`).
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves one chat client until it quits, closes, idles out or is closed by the hub;
 /// `input` is how its bytes arrive (plain TCP with telnet, or WebSocket frames).
@@ -105,6 +105,10 @@ pub(crate) struct Read {
 /// a second, while keys typed one at a time and ordinary lines cost nothing extra.
 pub(crate) const BYTES_PER_TOKEN: usize = 4096;
 
+/// What a read the server writes back to counts as, at least, in [`ByteMeter`]: 16 such
+/// reads a token, so 160 keys a second at the default `--rate`, far beyond typing.
+const ANSWERED_READ: usize = BYTES_PER_TOKEN / 16;
+
 /// Counts a client's bytes into flood-control tokens.
 #[derive(Debug, Default)]
 pub(crate) struct ByteMeter {
@@ -180,15 +184,27 @@ impl ClientInput for TcpInput {
         let terminal = &mut self.terminal;
         match received {
             Received::Data(bytes) => {
-                let bulk = self.bytes.charge(bytes.len());
+                let received = bytes.len();
                 let data = terminal.data(bytes, &mut self.telnet_free);
                 self.decoder.feed(data, |item| {
                     collect_input(item, inputs, |text| terminal.line_entered(text))
                 });
+                let direct = terminal.end_of_read(self.decoder.unfinished_line());
+                // A read the server answers (the echo of a key in character mode) costs at
+                // least ANSWERED_READ bytes: keys typed by hand stay free, but one-byte
+                // writes as fast as TCP carries them cannot make the hub echo at will.
+                let counted = if direct.is_some() {
+                    received.max(ANSWERED_READ)
+                } else {
+                    received
+                };
                 Read {
-                    direct: terminal.end_of_read(self.decoder.unfinished_line()),
+                    direct,
                     end: None,
-                    cost: bulk.saturating_add(terminal.take_commands()),
+                    cost: self
+                        .bytes
+                        .charge(counted)
+                        .saturating_add(terminal.take_commands()),
                 }
             }
             Received::Closed => {
@@ -264,10 +280,20 @@ fn forward(
         }
     }
     let mut batch = Vec::new();
-    for input in inputs {
+    let mut inputs = inputs.into_iter();
+    while let Some(input) = inputs.next() {
         while let Err(wait) = bucket.take(Instant::now()) {
             connection.metrics.flood_pauses.inc();
-            if !send(std::mem::take(&mut batch)) || !connection.pause(wait) {
+            if !send(std::mem::take(&mut batch)) {
+                return false;
+            }
+            if !connection.pause(wait) {
+                // The connection ended while these lines waited (the client closed and
+                // a line to it came back as a reset, or the server is closing): what was
+                // read is still said. It is one read's worth, so the room gets no flood.
+                batch.push(input);
+                batch.extend(inputs);
+                send(batch);
                 return false;
             }
         }

@@ -340,8 +340,8 @@ impl Hub {
                 "* welcome, {nick}! {others}. Type /help for commands."
             )),
         );
-        self.tell_page(id, page_events::you(&nick, self.rooms.name(LOBBY)));
-        self.tell_page(id, self.people_event(LOBBY));
+        self.tell_page(id, |hub| page_events::you(&nick, hub.rooms.name(LOBBY)));
+        self.tell_page(id, |hub| hub.people_event(LOBBY));
         if let Some(motd) = self.settings.motd.clone() {
             self.queue(id, motd);
         }
@@ -411,8 +411,13 @@ impl Hub {
     }
 
     /// Queues an event line for the web page (protocol/page_events.rs) if `id` is a
-    /// browser; nobody else gets one.
-    fn tell_page(&mut self, id: ConnectionId, event: String) {
+    /// browser; nobody else gets one, and for nobody else is it made.
+    /// `event` is made only for a browser: a room's list of people is long.
+    fn tell_page(&mut self, id: ConnectionId, event: impl FnOnce(&Hub) -> String) {
+        if !self.clients.get(&id).is_some_and(|c| c.outbox.is_browser()) {
+            return;
+        }
+        let event = event(self);
         self.commit_round();
         if let Some(client) = self.clients.get_mut(&id)
             && client.outbox.is_browser()
@@ -599,7 +604,12 @@ impl Hub {
             self.settings
                 .metrics
                 .count_client(client.transport, client.tls, -1);
-            if self.cluster.is_some() {
+            if self.cluster.is_none() {
+                // Nobody is left to tell, but the transcript has the joins: it gets the
+                // leaves too. (In a cluster the published leave is recorded when applied.)
+                let leave = NoticeKind::Left(LeaveReason::ServerShutdown.to_string());
+                self.record(Some(client.room), &leave.line(&client.nick));
+            } else {
                 // The other nodes' clients see them go; nobody here is left to tell.
                 self.publish(Shared::Left {
                     room: client.room,

@@ -22,9 +22,9 @@ use crate::addresses;
 use crate::config::Config;
 use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
-use crate::limits::{PlaceKind, Places};
 use crate::metrics::{self, Metrics};
 use crate::os_thread::{self, OsThread};
+use crate::places::{PlaceKind, Places};
 use crate::service::{Connection, Service};
 use crate::shutdown::Supervisor;
 use crate::sys::{SEND_NOW, poll};
@@ -113,24 +113,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts accepting on `listener` and serving each connection with `service`. Logs
-    /// `listening on ADDR` with the real bound address.
+    /// Starts accepting on `listeners` (the main port, and the `--web` and `--metrics`
+    /// ones if any) and serving each connection with `service`: one acceptor numbers the
+    /// connections of all of them and one supervisor drains them. `metrics` is the one
+    /// object every part counts in (the service's too). Logs `listening on ADDR` with the
+    /// real bound address. [`crate::start`] does this for the built-in services.
     pub fn start(
-        listener: TcpListener,
-        config: &Config,
-        service: Arc<dyn Service>,
-    ) -> Result<Server, Error> {
-        let listeners = Listeners {
-            main: listener,
-            web: None,
-            metrics: None,
-        };
-        Server::start_listeners(listeners, config, service, Arc::default())
-    }
-
-    /// [`Server::start`] with a second listener for the `--web` page and WebSocket; one
-    /// acceptor numbers the connections of both and one supervisor drains them.
-    pub fn start_listeners(
         listeners: Listeners,
         config: &Config,
         service: Arc<dyn Service>,
@@ -418,7 +406,7 @@ impl Acceptor {
             Err(refusal) => {
                 info!("refused {peer}: {}", refusal.reason());
                 self.metrics.refused(refusal.label());
-                let line = if self.config.tls.is_some() {
+                let line = if self.speaks_tls(transport) {
                     Vec::new() // no words before a handshake: a TLS client could not read them
                 } else {
                     refusal.line()
@@ -474,7 +462,7 @@ impl Acceptor {
                     self.in_error_burst = true;
                 }
                 self.metrics.refused("busy");
-                let line: &[u8] = if self.config.tls.is_some() {
+                let line: &[u8] = if self.speaks_tls(transport) {
                     b""
                 } else {
                     b"! server busy, try again later\n"
@@ -484,6 +472,14 @@ impl Acceptor {
                 false
             }
         }
+    }
+}
+
+impl Acceptor {
+    /// Whether connections on `transport` start with a TLS handshake (the metrics port
+    /// never does).
+    fn speaks_tls(&self, transport: Transport) -> bool {
+        self.config.tls.is_some() && transport != Transport::Metrics
     }
 }
 

@@ -202,3 +202,26 @@ fn a_browser_message_of_many_lines_is_held_as_one_message_not_as_its_lines() {
     // few lines each is a few MiB for all.
     assert!(grown < 24 * 1024, "grew by {grown} KiB");
 }
+
+#[test]
+fn a_paste_whose_sender_closes_at_once_is_said_whole_while_others_talk() {
+    // Flood control on (10 lines a second after 20): the paste waits to be said.
+    let server = start_chat(Config::localhost());
+    let address = server.local_addr();
+    let (mut listener, _) = LineClient::join(address);
+    let (mut talker, _) = LineClient::join(address);
+    let (mut paster, paster_nick) = LineClient::join(address);
+    let paste: String = (0..60).map(|n| format!("pasted {n}\n")).collect();
+    paster.send_bytes(paste.as_bytes());
+    // Like `nc -q0`: closed at once. The next line to it comes back as a reset.
+    drop(paster);
+    talker.send("anyone there?");
+    let mut next = 0;
+    while next < 60 {
+        let line = listener.next_line().expect("a line");
+        if line.starts_with(&format!("[{paster_nick}] ")) {
+            assert_eq!(line, format!("[{paster_nick}] pasted {next}"));
+            next += 1;
+        }
+    }
+}
