@@ -32,6 +32,7 @@ pub mod limits;
 pub mod metrics;
 mod os_thread;
 mod outbox;
+mod places;
 pub mod protocol;
 pub mod rate;
 mod rooms;
@@ -64,7 +65,7 @@ fn clamp_to_machine(config: &Config) -> Config {
     // Handshakes and scrapes have places of their own beside the clients'.
     ceiling.connections = ceiling
         .connections
-        .saturating_sub(limits::MAX_HANDSHAKES + limits::MAX_SCRAPES);
+        .saturating_sub(places::MAX_HANDSHAKES + places::MAX_SCRAPES);
     let mut config = config.clone();
     if config.max_clients > ceiling.connections {
         log::warn!(
@@ -91,34 +92,17 @@ pub enum Mode {
     Send(SendOptions),
 }
 
-/// Builds the service for `mode` (opening its file first, so a bad file fails before the
-/// port is taken), binds per `config` (or takes the sockets systemd passed, see
-/// [`systemd::inherited_listeners`]) and starts serving. The binary does exactly this;
+/// Binds per `config` (or takes the sockets systemd passed, see
+/// [`systemd::inherited_listeners`]), builds the service for `mode` (opening its file)
+/// and starts serving; whatever fails stops what was started before it. The binary does exactly this;
 /// tests and embedders call it with port 0.
 pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
     // First, while no thread of ours reads the environment: taking them unsets LISTEN_*.
     let inherited = systemd::inherited_listeners()?;
     let config = &clamp_to_machine(config);
-    let metrics = Arc::new(Metrics::new(config.cluster.is_some()));
-    let service: Arc<dyn Service> = match mode {
-        Mode::Chat => Arc::new(Chat::start(config, Arc::clone(&metrics))?),
-        Mode::Echo => Arc::new(Echo::new(config.max_line)),
-        Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
-        Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
-    };
-    if !matches!(mode, Mode::Chat) {
-        if config.web.is_some() {
-            return Err(Error::Usage(String::from("--web serves the chat only")));
-        }
-        if config.cluster.is_some() {
-            return Err(Error::Usage(String::from(
-                "--cluster joins chat servers only",
-            )));
-        }
-        if config.tls.is_some() {
-            return Err(Error::Usage(String::from("--tls-* serves the chat only")));
-        }
-    }
+    check_mode(config, mode)?;
+    // The listeners before the service: a port that cannot be had fails the start before
+    // any thread (the hub, the cluster's link) or file (dump's) exists.
     let (listener, web_listener) = match inherited {
         Some(inherited) if inherited.web.is_some() && !matches!(mode, Mode::Chat) => {
             return Err(Error::Usage(String::from(
@@ -140,5 +124,32 @@ pub fn start(config: &Config, mode: &Mode) -> Result<Server, Error> {
         web: web_listener,
         metrics: server::bind_extra(config, &config.metrics)?,
     };
-    Server::start_listeners(listeners, config, service, metrics)
+    let metrics = Arc::new(Metrics::new(config.cluster.is_some()));
+    let service: Arc<dyn Service> = match mode {
+        Mode::Chat => Arc::new(Chat::start(config, Arc::clone(&metrics))?),
+        Mode::Echo => Arc::new(Echo::new(config.max_line)),
+        Mode::Dump(options) => Arc::new(Dump::open(options.clone(), config.max_line)?),
+        Mode::Send(options) => Arc::new(SendFile::open(options.clone())?),
+    };
+    Server::start(listeners, config, Arc::clone(&service), metrics).inspect_err(|_| {
+        // Its threads (the hub, the cluster's) end with it.
+        let _ = service.finish();
+    })
+}
+
+/// The options that serve the chat only, refused with the other subcommands.
+fn check_mode(config: &Config, mode: &Mode) -> Result<(), Error> {
+    if matches!(mode, Mode::Chat) {
+        return Ok(());
+    }
+    let refused = if config.web.is_some() {
+        "--web serves the chat only"
+    } else if config.cluster.is_some() {
+        "--cluster joins chat servers only"
+    } else if config.tls.is_some() {
+        "--tls-* serves the chat only"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Usage(String::from(refused)))
 }

@@ -245,7 +245,10 @@ fn main() -> ExitCode {
         let request = GenerateAssets::parse_from(std::env::args_os().skip(1));
         return generate_assets(&request.dir);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     init_logging(cli.shared.log_level());
     let config = cli.shared.config();
     let mode = match cli.command.unwrap_or(Command::Chat) {
@@ -274,6 +277,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints what clap has to say about the command line. `--help` and `--version` exit 0;
+/// a mistake exits 2 (the unit's `RestartPreventExitStatus`: a typo in the settings is not
+/// mended by starting again), and under systemd every line of it is an error in the journal,
+/// so that `journalctl -p err` shows why the service did not start.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    if !error.use_stderr() {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = error.render().to_string();
+    let journal = systemd::stderr_is_journal();
+    for line in text.lines() {
+        if journal {
+            eprintln!("<3>{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    ExitCode::from(2)
 }
 
 fn generate_assets(dir: &std::path::Path) -> ExitCode {

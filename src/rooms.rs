@@ -142,7 +142,9 @@ pub(crate) fn clock_time(at: SystemTime) -> String {
     let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let seconds = libc::time_t::try_from(seconds).unwrap_or(0);
     // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
-    // call, and localtime_r (unlike localtime) touches no shared state.
+    // call. localtime_r writes no shared state, but it reads the time zone (TZ and
+    // /etc/localtime, once): that is safe because this program never changes the
+    // environment once its threads run (systemd.rs takes LISTEN_* before the first starts).
     let tm = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&seconds, &mut tm);

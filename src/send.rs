@@ -91,7 +91,10 @@ fn send_whole_file(file: &mut File, stream: &TcpStream) -> io::Result<u64> {
     let mut sent: u64 = 0;
     loop {
         // SAFETY: both descriptors are open for the whole call; a null offset makes
-        // sendfile read from, and advance, the file's own position.
+        // sendfile read from, and advance, the file's own position. Unlike send, it cannot
+        // be told not to raise SIGPIPE when the client is gone: Rust programs ignore
+        // SIGPIPE (std sets that up before main), so it fails with EPIPE instead; a program
+        // in another language that embeds the library must ignore SIGPIPE too (README).
         let result = unsafe {
             libc::sendfile(
                 stream.as_raw_fd(),

@@ -204,3 +204,15 @@ fn wait_for_file_to_contain(path: &TempPath, text: &str) {
         thread::yield_now();
     }
 }
+
+#[test]
+fn a_usage_error_leaves_no_file_behind() {
+    let path = TempPath::new("never-created");
+    let log = crate::support::failed_start(&["dump", path.as_str(), "--web", "0"]);
+    assert!(
+        log.iter()
+            .any(|line| line == "error: --web serves the chat only"),
+        "{log:?}"
+    );
+    assert!(!path.0.exists(), "the usage error created the file");
+}

@@ -280,7 +280,13 @@ fn a_client_that_quits_but_keeps_trickling_bytes_is_closed_anyway() {
 fn a_panic_in_one_connection_thread_does_not_take_the_server_down() {
     let config = Config::localhost();
     let listener = tcpchat::server::bind(&config).expect("bind");
-    let server = Server::start(listener, &config, Arc::new(PanicsOnSecond)).expect("start");
+    let listeners = tcpchat::server::Listeners {
+        main: listener,
+        web: None,
+        metrics: None,
+    };
+    let server =
+        Server::start(listeners, &config, Arc::new(PanicsOnSecond), Arc::default()).expect("start");
     let mut first = LineClient::connect(server.local_addr());
     assert_eq!(first.expect_closed(), vec!["hello".to_owned()]);
     let mut second = LineClient::connect(server.local_addr());

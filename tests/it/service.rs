@@ -185,6 +185,27 @@ fn log_lines_to_the_journal_carry_a_priority_and_no_timestamp() {
 }
 
 #[test]
+fn a_mistyped_option_is_an_error_in_the_journal_on_every_line() {
+    let mut command = Command::new(TCPCHAT);
+    command.args(["--prot", "4001"]);
+    let (mut child, log) = spawn_with_stderr_as_journal(command, JournalStream::Matching);
+    let status = child.wait().expect("wait");
+    // 2: the unit's RestartPreventExitStatus (a typo is not mended by starting again).
+    assert_eq!(status.code(), Some(2));
+    let lines: Vec<String> = log.iter().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|line| line.starts_with("<3>error: unexpected argument '--prot'")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|line| line.starts_with("<3>")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn a_journal_stream_that_is_not_stderr_keeps_the_terminal_format() {
     let mut command = Command::new(TCPCHAT);
     command.args(["--host", "127.0.0.1", "--port", "0"]);

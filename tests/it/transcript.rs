@@ -115,3 +115,26 @@ fn a_missing_motd_or_transcript_folder_is_one_error_line() {
         );
     }
 }
+
+#[test]
+fn clients_still_there_when_the_drain_ends_leave_in_the_transcript_too() {
+    let path = TempPath::new("transcript-drain");
+    let server = start_chat(Config {
+        transcript: Some(path.0.clone()),
+        drain_timeout: std::time::Duration::from_secs(0),
+        ..Config::localhost()
+    });
+    let (mut stayer, stayer_nick) = LineClient::join(server.local_addr());
+    stayer.expect_nothing_pending();
+    server.shutdown();
+    stayer.expect_line("* server closed, bye!");
+    server.join().expect("clean exit");
+    let lines = transcript_lines(&path);
+    assert_eq!(
+        lines.last(),
+        Some(&format!(
+            "lobby * {stayer_nick} left (server shutting down)"
+        )),
+        "{lines:?}"
+    );
+}
