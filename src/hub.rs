@@ -158,6 +158,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         settings,
         transcript_pending: Vec::new(),
         guesses: guesses::Guesses::default(),
+        browsers: 0,
     };
     loop {
         // Wait for an event, or for what is due: a pass over waiting output, a retry of
@@ -224,6 +225,8 @@ struct Hub {
     cluster: Option<ClusterView>,
     /// Wrong `/op` passwords by address.
     guesses: guesses::Guesses,
+    /// Clients that are browsers: without one, no event line for the page is made.
+    browsers: usize,
 }
 
 struct Client {
@@ -309,6 +312,7 @@ impl Hub {
         // Nor is anything said before it came.
         self.commit_round();
         self.nick_owners.insert(nick.to_ascii_lowercase(), id);
+        self.count_browser(transport, 1);
         self.clients.insert(
             id,
             Client {
@@ -366,6 +370,7 @@ impl Hub {
         let Some(mut client) = self.clients.remove(&id) else {
             return; // removed as a slow consumer by the commit
         };
+        self.count_browser(client.transport, -1);
         self.nick_owners.remove(&client.nick.to_ascii_lowercase());
         self.settings
             .metrics
@@ -408,6 +413,15 @@ impl Hub {
             reason: reason.to_string(),
         });
         self.rooms.leave(room);
+    }
+
+    /// Counts a browser in or out: the round makes the page's event lines only while there
+    /// is one.
+    fn count_browser(&mut self, transport: Transport, change: isize) {
+        if transport == Transport::Web {
+            self.browsers = self.browsers.saturating_add_signed(change);
+            self.round.set_browsers_present(self.browsers > 0);
+        }
     }
 
     /// Queues an event line for the web page (protocol/page_events.rs) if `id` is a
@@ -590,6 +604,8 @@ impl Hub {
             }
             wait_until_writable(&waiting, deadline - now);
         }
+        self.browsers = 0;
+        self.round.set_browsers_present(false);
         for (id, client) in std::mem::take(&mut self.clients) {
             // The sending side only: the client's thread reads on until the peer closes
             // (or the supervisor's linger ends), so that no unread input turns the close

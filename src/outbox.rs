@@ -353,6 +353,8 @@ impl Outbox {
 pub(crate) struct Round {
     bytes: Vec<u8>,
     segments: Vec<Segment>,
+    /// Some client is a browser: only then are the page's event lines made and kept.
+    browsers_present: bool,
 }
 
 /// Consecutive lines that all go to everyone in `room` (every room if `None`) but `except`.
@@ -387,15 +389,28 @@ impl Round {
         self.push(parts, except, room, false);
     }
 
+    /// Tells the round whether any client is a browser, that is, whether event lines for
+    /// the page are wanted at all.
+    pub(crate) fn set_browsers_present(&mut self, present: bool) {
+        self.browsers_present = present;
+    }
+
+    /// Whether event lines for the page are wanted: without a browser nobody makes them.
+    pub(crate) fn wants_browser_lines(&self) -> bool {
+        self.browsers_present
+    }
+
     /// Appends an event line for the web page (protocol/page_events.rs) for the browsers
-    /// in `room` (every room if `None`) but `except`.
+    /// in `room` (every room if `None`) but `except`; nothing when no client is a browser.
     pub(crate) fn push_browser_line(
         &mut self,
         event: &str,
         except: Option<ConnectionId>,
         room: Option<RoomId>,
     ) {
-        self.push(&[event], except, room, true);
+        if self.browsers_present {
+            self.push(&[event], except, room, true);
+        }
     }
 
     fn push(
@@ -562,6 +577,7 @@ mod tests {
         round.push_line(&["[a] ", "two"], Some(1), Some(0));
         round.push_line(&["[b] three"], Some(2), Some(0));
         round.push_line(&["* notice"], None, None);
+        round.set_browsers_present(true);
         round.push_browser_line("\u{1}event", None, None);
         round.push_line(&["[d] elsewhere"], Some(4), Some(1));
         let sealed = round.seal().expect("lines");

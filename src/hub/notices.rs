@@ -81,17 +81,21 @@ impl NoticeBatch {
         let Some((first_id, first_kind, first_nick)) = self.first else {
             return;
         };
-        let names = self.names.iter().map(String::as_str);
-        let more = self.total - self.names.len();
-        let event = match first_kind {
-            NoticeKind::Joined => page_events::joined(names, more),
-            NoticeKind::Left(_) => page_events::left(names, more),
-        };
+        let event = round.wants_browser_lines().then(|| {
+            let names = self.names.iter().map(String::as_str);
+            let more = self.total - self.names.len();
+            match first_kind {
+                NoticeKind::Joined => page_events::joined(names, more),
+                NoticeKind::Left(_) => page_events::left(names, more),
+            }
+        });
         if self.total == 1 {
             // Not for the client it is about: a leaver that only moved rooms is still here.
             let text = first_kind.line(&first_nick);
             round.push_line(&[&text], Some(first_id), Some(self.room));
-            round.push_browser_line(&event, Some(first_id), Some(self.room));
+            if let Some(event) = event {
+                round.push_browser_line(&event, Some(first_id), Some(self.room));
+            }
             return;
         }
         let verb = match first_kind {
@@ -100,7 +104,9 @@ impl NoticeBatch {
         };
         let names = protocol::name_list(&self.shown, self.total);
         round.push_line(&["* ", &names, " ", verb], None, Some(self.room));
-        round.push_browser_line(&event, None, Some(self.room));
+        if let Some(event) = event {
+            round.push_browser_line(&event, None, Some(self.room));
+        }
     }
 }
 
@@ -207,6 +213,9 @@ impl GatheredNotices {
             .flatten()
             .collect();
             round.push_line(&["* ", &parts.join("; ")], None, Some(room));
+            if !round.wants_browser_lines() {
+                continue;
+            }
             let events = [
                 gathered
                     .joined
@@ -251,6 +260,7 @@ mod tests {
         let start = Instant::now();
         let after = start + GATHER_WINDOW;
         let mut round = Round::default();
+        round.set_browsers_present(true);
         let mut plain = GatheredNotices::default();
         plain.add(NoticeKind::Joined, "ann".into(), 1, start);
         plain.send_due(after, &mut round);

@@ -92,9 +92,11 @@ impl Hub {
                     self.remote_renamed(name, id, &new);
                 }
                 self.broadcast(Some(room), &["* ", &old, " is now ", &new], except(id));
-                let event = page_events::renamed(&old, &new);
-                self.round.push_browser_line(&event, except(id), Some(room));
-                self.gathered.renamed(room);
+                if self.round.wants_browser_lines() {
+                    let event = page_events::renamed(&old, &new);
+                    self.round.push_browser_line(&event, except(id), Some(room));
+                    self.gathered.renamed(room);
+                }
             }
             Shared::Notice { room, line } => self.broadcast(room, &[&line], None),
             Shared::Private { from, to, text } => {
