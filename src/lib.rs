@@ -45,6 +45,10 @@ pub mod systemd;
 pub mod transport;
 mod web;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::sync::Arc;
 
 pub use chat::Chat;

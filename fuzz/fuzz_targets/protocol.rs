@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max_line = usize::from(first % 64) + 1;
-    let cut = if rest.is_empty() { 0 } else { usize::from(first) % rest.len() };
+    let cut = if rest.is_empty() {
+        0
+    } else {
+        usize::from(first) % rest.len()
+    };
 
     let mut decoder = LineDecoder::new(max_line);
     let mut check = |item: Decoded<'_>| {

@@ -590,6 +590,26 @@ fn entry_millis(id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Fuzzing (fuzz/): any bytes as Redis's answer to XREAD, read as the link reads it: never a
+/// panic, and what it delivers is as safe as a client's input (see `wire::fuzz_fields`).
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_reply(data: &[u8]) {
+    let Ok(value) = redis::parse_redis_value(data) else {
+        return;
+    };
+    let Ok(Some(reply)) = redis::from_redis_value::<Option<StreamReadReply>>(value) else {
+        return;
+    };
+    for key in reply.keys {
+        for entry in &key.ids {
+            let _ = entry_millis(&entry.id);
+            if let Some((_, envelope)) = decode(entry) {
+                super::wire::check_safe(&envelope);
+            }
+        }
+    }
+}
+
 fn decode(entry: &StreamId) -> Option<(SystemTime, Envelope)> {
     let fields: HashMap<String, String> = entry
         .map

@@ -18,6 +18,9 @@
 mod link;
 pub(crate) mod wire;
 
+#[cfg(fuzzing)]
+pub(crate) use link::fuzz_reply;
+
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

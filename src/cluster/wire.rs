@@ -13,7 +13,7 @@ use crate::protocol;
 /// the wire (`R = String`) and each node's room numbers in its hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Shared<R = String> {
-    /// A public line in a room: `[nick] text` or `* nick action`.
+    /// A public line in a room: `[nick] text`, `[nick] * action` for `/me`.
     Said {
         room: R,
         id: u64,
@@ -351,6 +351,92 @@ impl Envelope {
             split: fields.get("split").is_some_and(|flag| flag == "1"),
             event,
         })
+    }
+}
+
+/// Fuzzing (fuzz/): any bytes as a stream entry's fields (`NAME\x01VALUE`, separated by
+/// NUL bytes): never a panic, and an entry that is read is safe.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_fields(data: &[u8]) {
+    let fields: HashMap<String, String> = data
+        .split(|&byte| byte == 0)
+        .filter_map(|field| {
+            let at = field.iter().position(|&byte| byte == 1)?;
+            let (name, value) = (&field[..at], &field[at + 1..]);
+            Some((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ))
+        })
+        .collect();
+    if let Some(envelope) = Envelope::from_fields(&fields) {
+        check_safe(&envelope);
+    }
+}
+
+/// Panics unless what `envelope` names is a name and its text is safe to show.
+#[cfg(fuzzing)]
+pub(crate) fn check_safe(envelope: &Envelope) {
+    let name = |name: &str| assert!(protocol::is_valid_name(name), "{name:?}");
+    let text = |text: &str| assert!(!text.chars().any(char::is_control), "{text:?}");
+    text(&envelope.node);
+    match &envelope.event {
+        Shared::Said {
+            room, nick, line, ..
+        } => {
+            name(room);
+            name(nick);
+            text(line);
+        }
+        Shared::Joined { room, nick, .. } => {
+            name(room);
+            name(nick);
+        }
+        Shared::Left {
+            room, nick, reason, ..
+        } => {
+            name(room);
+            name(nick);
+            text(reason);
+        }
+        Shared::Renamed { room, old, new, .. } => {
+            name(room);
+            name(old);
+            name(new);
+        }
+        Shared::Notice { room, line } => {
+            room.iter().for_each(|room| name(room));
+            text(line);
+        }
+        Shared::Private {
+            from,
+            to,
+            text: said,
+        } => {
+            name(from);
+            name(to);
+            text(said);
+        }
+        Shared::Kick { target, by, reason } => {
+            name(target);
+            name(by);
+            reason.iter().for_each(|reason| text(reason));
+        }
+        Shared::Mute { target, by, .. } => {
+            name(target);
+            name(by);
+        }
+        Shared::Hello { members } | Shared::Members { members } => {
+            for member in members {
+                name(&member.nick);
+                name(&member.room);
+            }
+        }
+        Shared::NodeLost { node } => text(node),
+        Shared::NickLost { node, nick } => {
+            text(node);
+            name(nick);
+        }
     }
 }
 

@@ -86,6 +86,91 @@ struct PendingMessage {
     inputs: usize,
 }
 
+impl PendingMessage {
+    fn new(text: Utf8Bytes) -> PendingMessage {
+        PendingMessage {
+            text,
+            taken: 0,
+            inputs: 0,
+        }
+    }
+
+    /// Decodes up to [`LINES_PER_READ`] more lines into `inputs`; returns whether the
+    /// message is done.
+    fn take_lines(&mut self, decoder: &mut LineDecoder, inputs: &mut Vec<Input>) -> bool {
+        let rest = &self.text.as_bytes()[self.taken..];
+        // A bare CR ends a line too (the decoder's rule); a CR LF counted as two ends only
+        // makes the piece shorter.
+        let end = rest
+            .iter()
+            .enumerate()
+            .filter(|&(_, &byte)| byte == b'\n' || byte == b'\r')
+            .nth(LINES_PER_READ - 1)
+            .map_or(rest.len(), |(line_end, _)| line_end + 1);
+        let before = inputs.len();
+        let mut feed =
+            |bytes: &[u8]| decoder.feed(bytes, |item| collect_input(item, inputs, |_| {}));
+        feed(&rest[..end]);
+        self.taken += end;
+        let finished = self.taken == self.text.len();
+        // A message holds whole lines: its end ends the last one.
+        if finished && !self.text.ends_with('\n') {
+            feed(b"\n");
+        }
+        self.inputs += inputs.len() - before;
+        finished
+    }
+}
+
+/// Fuzzing (fuzz/): any bytes as what a browser sent after the handshake, read as the
+/// server reads them (tungstenite with this server's limits), each text message split into
+/// lines a few at a time: never a panic, and never more lines at once than a read takes.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_frames(data: &[u8]) {
+    struct Stream<'a>(&'a [u8]);
+    impl Read for Stream<'_> {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buffer)
+        }
+    }
+    impl Write for Stream<'_> {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut socket = WebSocket::from_raw_socket(Stream(data), Role::Server, Some(config()));
+    let mut decoder = LineDecoder::new(64);
+    while let Ok(message) = socket.read() {
+        if let Message::Text(text) = message {
+            let mut message = PendingMessage::new(text);
+            loop {
+                let mut inputs = Vec::new();
+                let finished = message.take_lines(&mut decoder, &mut inputs);
+                assert!(
+                    inputs.len() <= LINES_PER_READ + 2,
+                    "{} lines at once",
+                    inputs.len()
+                );
+                if finished {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What tungstenite is told of this server's limits.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
 /// The socket as tungstenite sees it: reads come from the client, writes are collected
 /// for the hub.
 struct Wire {
@@ -124,18 +209,18 @@ impl WebSocketInput {
         max_line: usize,
         idle_timeout: Option<Duration>,
     ) -> WebSocketInput {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
         let wire = Wire {
             stream,
             tls,
             written: Vec::new(),
         };
         WebSocketInput {
-            socket: WebSocket::from_partially_read(wire, already_read, Role::Server, Some(config)),
+            socket: WebSocket::from_partially_read(
+                wire,
+                already_read,
+                Role::Server,
+                Some(config()),
+            ),
             decoder: LineDecoder::new(max_line),
             idle_timeout,
             last_heard: Instant::now(),
@@ -150,27 +235,7 @@ impl WebSocketInput {
         let Some(message) = &mut self.message else {
             return 0;
         };
-        let rest = &message.text.as_bytes()[message.taken..];
-        let end = rest
-            .iter()
-            .enumerate()
-            .filter(|&(_, &byte)| byte == b'\n')
-            .nth(LINES_PER_READ - 1)
-            .map_or(rest.len(), |(newline, _)| newline + 1);
-        let before = inputs.len();
-        let mut feed = |bytes: &[u8]| {
-            self.decoder
-                .feed(bytes, |item| collect_input(item, inputs, |_| {}))
-        };
-        feed(&rest[..end]);
-        message.taken += end;
-        let finished = message.taken == message.text.len();
-        // A message holds whole lines: its end ends the last one.
-        if finished && !message.text.ends_with('\n') {
-            feed(b"\n");
-        }
-        message.inputs += inputs.len() - before;
-        if !finished {
+        if !message.take_lines(&mut self.decoder, inputs) {
             return 0;
         }
         let gave_nothing = message.inputs == 0;
@@ -220,11 +285,7 @@ impl ClientInput for WebSocketInput {
             Ok(Message::Text(text)) => {
                 self.last_heard = Instant::now();
                 cost = self.bytes.charge(text.len());
-                self.message = Some(PendingMessage {
-                    text,
-                    taken: 0,
-                    inputs: 0,
-                });
+                self.message = Some(PendingMessage::new(text));
                 cost = cost.saturating_add(self.take_lines(inputs));
                 None
             }
@@ -270,6 +331,36 @@ impl ClientInput for WebSocketInput {
             }),
             end,
             cost,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: lines ended by a bare CR were all taken at once.
+    #[test]
+    fn a_message_is_taken_a_few_lines_at_a_time_whatever_ends_its_lines() {
+        for ending in ["\n", "\r", "\r\n", "\r\0"] {
+            let text = format!("a{ending}").repeat(1000);
+            let mut message = PendingMessage::new(Utf8Bytes::from(text));
+            let mut decoder = LineDecoder::new(64);
+            let mut total = 0;
+            loop {
+                let mut inputs = Vec::new();
+                let finished = message.take_lines(&mut decoder, &mut inputs);
+                assert!(
+                    inputs.len() <= LINES_PER_READ,
+                    "{ending:?}: {}",
+                    inputs.len()
+                );
+                total += inputs.len();
+                if finished {
+                    break;
+                }
+            }
+            assert_eq!(total, 1000, "{ending:?}");
         }
     }
 }

@@ -102,6 +102,17 @@ pub fn read_request(connection: &Connection) -> Result<(Request, Vec<u8>), Reque
     }
 }
 
+/// Fuzzing (fuzz/): any bytes as what a client sent. Never a panic; a head is found only
+/// within the cap, and a longer one is too large.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_head(data: &[u8]) {
+    match parse_head(data) {
+        Ok(Some((_, length))) => assert!(length <= data.len() && length <= MAX_REQUEST_HEAD),
+        Ok(None) => assert!(data.len() <= MAX_REQUEST_HEAD),
+        Err(_) => {}
+    }
+}
+
 /// What the bytes received so far say: a request and the length of its head, or not yet
 /// (`None`). A head longer than [`MAX_REQUEST_HEAD`] is too large, ended or not.
 fn parse_head(received: &[u8]) -> Result<Option<(Request, usize)>, RequestError> {

@@ -9,6 +9,9 @@
 
 pub(crate) mod http;
 
+#[cfg(fuzzing)]
+pub(crate) use http::fuzz_head;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;

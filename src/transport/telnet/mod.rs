@@ -17,6 +17,9 @@ mod screen;
 
 pub(crate) use screen::Screen;
 
+#[cfg(fuzzing)]
+pub(crate) use negotiation::fuzz;
+
 use super::DirectOutput;
 
 use echo::Echo;

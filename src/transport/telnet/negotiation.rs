@@ -190,7 +190,7 @@ impl Negotiation {
     }
 
     /// Bytes that may still come out as data: an IAC whose next byte decides.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     fn held(&self) -> usize {
         match self.parser {
             Parser::Command => 1,
@@ -333,6 +333,37 @@ impl Side {
             (State::Yes, _) => false,
         }
     }
+}
+
+/// Fuzzing (fuzz/): any bytes, cut at any two points, as one client's stream. The parser
+/// never puts out more than came in (nor holds more than one byte back), and whatever
+/// state the bytes left it in, a line sent after more than [`MAX_SUBNEGOTIATION`] bytes of
+/// text comes out whole.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz(data: &[u8]) {
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let cut = if rest.is_empty() {
+        0
+    } else {
+        usize::from(cut) % rest.len()
+    };
+    let mut negotiation = Negotiation::default();
+    let mut scratch = Vec::new();
+    let mut out = 0;
+    for piece in [&rest[..cut], &rest[cut..]] {
+        out += negotiation.data(piece, &mut scratch).len();
+        assert!(out + negotiation.held() <= rest.len() + 1);
+        let _ = negotiation.take_answers();
+    }
+    let mut tail = vec![b'a'; usize::from(MAX_SUBNEGOTIATION) + 2];
+    tail.extend_from_slice(b"\nend\n");
+    let data = negotiation.data(&tail, &mut scratch);
+    assert!(
+        data.ends_with(b"\nend\n"),
+        "the line after the text was swallowed"
+    );
 }
 
 #[cfg(test)]
