@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::info;
@@ -50,6 +51,29 @@ pub(crate) struct Occupancy {
     scrapes: BTreeMap<ConnectionId, Arc<TcpStream>>,
     /// `--once`: the one client has come; nobody else becomes one.
     once_taken: bool,
+    /// When closing the oldest was last logged, and how many were closed since: a flood
+    /// of stalled connections is one log line per [`EVICTION_LOG_INTERVAL`], not one each.
+    eviction_logged_at: Option<Instant>,
+    evicted_since_log: u64,
+}
+
+/// At most how often closing the oldest handshakes or scrapes is logged.
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Occupancy {
+    /// Counts one connection closed to make room; returns how many to log, when a log
+    /// line is due.
+    fn note_eviction(&mut self, now: Instant) -> Option<u64> {
+        self.evicted_since_log += 1;
+        let due = self
+            .eviction_logged_at
+            .is_none_or(|at| now.duration_since(at) >= EVICTION_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.eviction_logged_at = Some(now);
+        Some(std::mem::take(&mut self.evicted_since_log))
+    }
 }
 
 /// Why a connection was refused, as the line the client gets.
@@ -135,20 +159,28 @@ impl Places {
             PlaceKind::Handshake => {
                 let evicted = make_room(&mut occupancy.handshakes, MAX_HANDSHAKES);
                 occupancy.handshakes.insert(id, Arc::clone(stream));
-                evicted.map(|evicted| (evicted, "handshakes_full", "handshakes in progress"))
+                evicted.map(|evicted| (evicted, "handshakes_full", "handshake"))
             }
             PlaceKind::Scrape => {
                 let evicted = make_room(&mut occupancy.scrapes, MAX_SCRAPES);
                 occupancy.scrapes.insert(id, Arc::clone(stream));
-                evicted.map(|evicted| (evicted, "scrapes_full", "metrics scrapes"))
+                evicted.map(|evicted| (evicted, "scrapes_full", "scrape"))
             }
         };
+        let to_log = match evicted {
+            Some(_) => occupancy.note_eviction(Instant::now()),
+            None => None,
+        };
         drop(occupancy);
-        if let Some(((evicted_id, evicted_stream), label, what)) = evicted {
+        if let Some(((_, evicted_stream), label, what)) = evicted {
             // Wakes its thread, blocked in a read, which then ends the connection.
             let _ = evicted_stream.shutdown(Shutdown::Both);
-            info!("closed connection #{evicted_id}, the oldest of {what}: all places taken");
             self.metrics.refused(label);
+            if let Some(count) = to_log {
+                info!(
+                    "all {what} places taken: closed the oldest ({count} since the last such line)"
+                );
+            }
         }
         Ok(ConnectionSlot {
             id,
@@ -383,6 +415,17 @@ mod tests {
             MAX_HANDSHAKES
         );
         assert!(!test.places.occupancy.lock().handshakes.contains_key(&1));
+    }
+
+    #[test]
+    fn closing_the_oldest_is_logged_once_per_interval_with_a_count() {
+        let mut occupancy = Occupancy::default();
+        let start = Instant::now();
+        assert_eq!(occupancy.note_eviction(start), Some(1));
+        for _ in 0..999 {
+            assert_eq!(occupancy.note_eviction(start), None);
+        }
+        assert_eq!(occupancy.note_eviction(start + EVICTION_LOG_INTERVAL), Some(1000));
     }
 
     #[test]
