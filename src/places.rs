@@ -425,7 +425,10 @@ mod tests {
         for _ in 0..999 {
             assert_eq!(occupancy.note_eviction(start), None);
         }
-        assert_eq!(occupancy.note_eviction(start + EVICTION_LOG_INTERVAL), Some(1000));
+        assert_eq!(
+            occupancy.note_eviction(start + EVICTION_LOG_INTERVAL),
+            Some(1000)
+        );
     }
 
     #[test]

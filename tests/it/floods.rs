@@ -68,15 +68,10 @@ fn a_telnet_negotiation_flood_is_paced_not_answered_at_line_speed() {
 
 /// How many times flood control made a client wait, from the metrics port.
 fn flood_pauses(metrics: SocketAddr) -> f64 {
-    let mut stream = TcpStream::connect(metrics).expect("connect");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).expect("response");
-    response
-        .lines()
-        .find_map(|line| line.strip_prefix("tcpchat_flood_pauses_total "))
-        .and_then(|value| value.parse().ok())
-        .expect("tcpchat_flood_pauses_total")
+    crate::metrics::value(
+        &crate::metrics::scrape(metrics),
+        "tcpchat_flood_pauses_total",
+    )
 }
 
 #[test]

@@ -3,33 +3,14 @@
 //! chat client, whatever pages and scrapes came before it.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Instant;
 
 use tcpchat::Config;
 
-use crate::support::{BinaryServer, LineClient, PATIENCE, connect_from, start_chat};
+use crate::metrics::{scrape, start_with_metrics};
+use crate::support::{LineClient, PATIENCE, connect_from, start_chat};
 use crate::web::{Browser, get, start_with_web};
-
-/// The metrics port's address, from the binary's log.
-fn metrics_address(server: &mut BinaryServer) -> SocketAddr {
-    let line = server.expect_log("metrics on http://");
-    line.rsplit("http://")
-        .next()
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .expect("address")
-        .parse()
-        .expect("socket address")
-}
-
-fn scrape(address: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
 
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -39,8 +20,7 @@ fn open_descriptors(pid: u32) -> usize {
 
 #[test]
 fn idle_metrics_connections_cannot_take_the_descriptors_the_chat_needs() {
-    let mut server = BinaryServer::start(&["--metrics", "127.0.0.1:0"]);
-    let metrics = metrics_address(&mut server);
+    let (server, metrics) = start_with_metrics(&[]);
     let idle: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(metrics).expect("connect"))
         .collect();
@@ -124,8 +104,7 @@ fn once_with_web_serves_the_page_then_its_one_browser_then_exits() {
 
 #[test]
 fn once_with_metrics_is_not_used_up_by_a_scrape() {
-    let mut server = BinaryServer::start(&["--once", "--metrics", "127.0.0.1:0"]);
-    let metrics = metrics_address(&mut server);
+    let (server, metrics) = start_with_metrics(&["--once"]);
     assert!(scrape(metrics).starts_with("HTTP/1.1 200 "));
     assert!(scrape(metrics).starts_with("HTTP/1.1 200 "));
     let (mut only, _) = LineClient::join(server.address);

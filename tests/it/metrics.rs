@@ -5,7 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 
 use crate::support::{BinaryServer, LineClient, PATIENCE};
 
-fn scrape(address: SocketAddr) -> String {
+/// `GET /metrics`; the whole response, which must be a 200.
+pub(crate) fn scrape(address: SocketAddr) -> String {
     let mut stream = TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
@@ -16,7 +17,7 @@ fn scrape(address: SocketAddr) -> String {
 }
 
 /// The value of the sample `name` (with its labels, exactly as printed).
-fn value(metrics: &str, name: &str) -> f64 {
+pub(crate) fn value(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -36,7 +37,7 @@ fn http(address: SocketAddr, request: &[u8]) -> String {
 
 /// Runs the binary with `--metrics 127.0.0.1:0` and `args`; returns it and the metrics
 /// port's address, read from the log.
-fn start_with_metrics(args: &[&str]) -> (BinaryServer, SocketAddr) {
+pub(crate) fn start_with_metrics(args: &[&str]) -> (BinaryServer, SocketAddr) {
     let mut server = BinaryServer::start(&[&["--metrics", "127.0.0.1:0"], args].concat());
     let line = server.expect_log("metrics on http://");
     let address: SocketAddr = line
