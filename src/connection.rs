@@ -275,6 +275,8 @@ fn forward(
         while let Err(wait) = bucket.take(Instant::now()) {
             connection.metrics.flood_pauses.inc();
             if !connection.pause(wait) {
+                // Ended while paying: what was read is still said (see below).
+                send(inputs);
                 return false;
             }
         }
