@@ -182,7 +182,7 @@ pub const HELP: &str = "\
 *   /time on|off     prefix each line you receive with the time (HH:MM)
 *   /op PASSWORD     become an operator, who can:
 *     /kick NICK [REASON]   /mute NICK   /unmute NICK   /wall TEXT
-*   /me ACTION       tell everyone what you do (* nick ACTION)
+*   /me ACTION       tell everyone what you do ([nick] * ACTION)
 *   /msg NICK TEXT   send TEXT to NICK only
 *   /quit [REASON]   leave
 *   //TEXT           send a line that starts with /
