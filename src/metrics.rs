@@ -6,7 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use log::{debug, info};
+use log::debug;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::error::describe;
 use crate::service::Connection;
 use crate::transport::Transport;
-use crate::web::http::{self, Body, RequestError};
+use crate::web::http::{self, Body};
 
 /// Every number the server exposes.
 pub struct Metrics {
@@ -158,17 +158,10 @@ pub(crate) fn serve(connection: Connection) {
             }
         }
         // Refused as the web port refuses: one mapping to a status, one log line, counted.
-        Err(error) => {
-            let Some((status, why)) = error.status() else {
-                if let RequestError::Io(error) = &error {
-                    debug!("metrics {peer}: read failed: {}", describe(error));
-                }
-                return;
-            };
-            info!("metrics {peer}: refused: {why}");
-            metrics.refused("bad_request");
-            http::respond_error(&connection, status, why, Body::Sent)
-        }
+        Err(error) => match error.refusal(&connection, "metrics") {
+            Some((status, why)) => http::respond_error(&connection, status, why, Body::Sent),
+            None => return,
+        },
     };
     if let Err(error) = response {
         debug!("metrics {peer}: {}", describe(&error));

@@ -30,11 +30,8 @@ impl NoticeKind {
 #[derive(Default)]
 pub(super) struct NoticeBatch {
     room: RoomId,
-    /// Up to three names shown, with the reason for leaves.
-    shown: Vec<String>,
-    /// The same nicks without reasons, for the page.
-    names: Vec<String>,
-    total: usize,
+    /// Shown with the reason for leaves.
+    names: NameCount,
     /// The first notice of the batch, whose kind is the batch's kind.
     first: Option<(ConnectionId, NoticeKind, String)>,
 }
@@ -64,14 +61,7 @@ impl NoticeBatch {
             std::mem::take(self).send(round);
         }
         self.room = room;
-        if self.shown.len() < 3 {
-            self.shown.push(match &kind {
-                NoticeKind::Joined => nick.clone(),
-                NoticeKind::Left(reason) => format!("{nick} ({reason})"),
-            });
-            self.names.push(nick.clone());
-        }
-        self.total += 1;
+        self.names.add(&kind, &nick);
         if self.first.is_none() {
             self.first = Some((id, kind, nick));
         }
@@ -81,15 +71,10 @@ impl NoticeBatch {
         let Some((first_id, first_kind, first_nick)) = self.first else {
             return;
         };
-        let event = round.wants_browser_lines().then(|| {
-            let names = self.names.iter().map(String::as_str);
-            let more = self.total - self.names.len();
-            match first_kind {
-                NoticeKind::Joined => page_events::joined(names, more),
-                NoticeKind::Left(_) => page_events::left(names, more),
-            }
-        });
-        if self.total == 1 {
+        let event = round
+            .wants_browser_lines()
+            .then(|| self.names.event(&first_kind));
+        if self.names.total == 1 {
             // Not for the client it is about: a leaver that only moved rooms is still here.
             let text = first_kind.line(&first_nick);
             round.push_line(&[&text], Some(first_id), Some(self.room));
@@ -102,7 +87,7 @@ impl NoticeBatch {
             NoticeKind::Joined => "joined",
             NoticeKind::Left(_) => "left",
         };
-        let names = protocol::name_list(&self.shown, self.total);
+        let names = self.names.shown_list();
         round.push_line(&["* ", &names, " ", verb], None, Some(self.room));
         if let Some(event) = event {
             round.push_browser_line(&event, None, Some(self.room));
@@ -142,17 +127,31 @@ struct NameCount {
 }
 
 impl NameCount {
-    fn add(&mut self, nick: String, shown: String) {
+    /// Counts `nick`, shown (with the reason of a leave) if among the first three.
+    fn add(&mut self, kind: &NoticeKind, nick: &str) {
         if self.shown.len() < 3 {
-            self.shown.push(shown);
-            self.nicks.push(nick);
+            self.shown.push(match kind {
+                NoticeKind::Joined => nick.to_owned(),
+                NoticeKind::Left(reason) => format!("{nick} ({reason})"),
+            });
+            self.nicks.push(nick.to_owned());
         }
         self.total += 1;
     }
 
-    /// The page's event for these names, if there are any.
-    fn event(&self, make: fn(std::slice::Iter<'_, String>, usize) -> String) -> Option<String> {
-        (self.total > 0).then(|| make(self.nicks.iter(), self.total - self.nicks.len()))
+    /// `ann, bob, cy and 7 others`.
+    fn shown_list(&self) -> String {
+        protocol::name_list(&self.shown, self.total)
+    }
+
+    /// The page's event for these names, arrivals or departures as `kind` says.
+    fn event(&self, kind: &NoticeKind) -> String {
+        let nicks = self.nicks.iter().map(String::as_str);
+        let unnamed = self.total - self.nicks.len();
+        match kind {
+            NoticeKind::Joined => page_events::joined(nicks, unnamed),
+            NoticeKind::Left(_) => page_events::left(nicks, unnamed),
+        }
     }
 }
 
@@ -165,11 +164,8 @@ impl GatheredNotices {
             crossed_a_rename: false,
         });
         match kind {
-            NoticeKind::Joined => gathered.joined.add(nick.clone(), nick),
-            NoticeKind::Left(reason) => {
-                let shown = format!("{nick} ({reason})");
-                gathered.left.add(nick, shown);
-            }
+            NoticeKind::Joined => gathered.joined.add(&kind, &nick),
+            NoticeKind::Left(_) => gathered.left.add(&kind, &nick),
         }
     }
 
@@ -202,8 +198,7 @@ impl GatheredNotices {
                 continue;
             };
             let part = |names: &NameCount, verb: &str| {
-                (names.total > 0)
-                    .then(|| format!("{} {verb}", protocol::name_list(&names.shown, names.total)))
+                (names.total > 0).then(|| format!("{} {verb}", names.shown_list()))
             };
             let parts: Vec<String> = [
                 part(&gathered.joined, "joined"),
@@ -216,16 +211,12 @@ impl GatheredNotices {
             if !round.wants_browser_lines() {
                 continue;
             }
-            let events = [
-                gathered
-                    .joined
-                    .event(|nicks, more| page_events::joined(nicks.map(String::as_str), more)),
-                gathered
-                    .left
-                    .event(|nicks, more| page_events::left(nicks.map(String::as_str), more)),
+            let kinds = [
+                (&gathered.joined, NoticeKind::Joined),
+                (&gathered.left, NoticeKind::Left(String::new())),
             ];
-            for event in events.iter().flatten() {
-                round.push_browser_line(event, None, Some(room));
+            for (names, kind) in kinds.iter().filter(|(names, _)| names.total > 0) {
+                round.push_browser_line(&names.event(kind), None, Some(room));
             }
             // Joins are told before leaves, so someone who left and came back within the
             // window would end up gone.

@@ -51,6 +51,29 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Logs a request that could not be read (`PORT PEER: refused: WHY`, or a debug line
+    /// when the client went away) and counts it as `bad_request`; returns what to answer
+    /// with, if anyone is left to answer.
+    pub(crate) fn refusal(
+        &self,
+        connection: &Connection,
+        port: &str,
+    ) -> Option<(&'static str, &'static str)> {
+        let peer = connection.peer;
+        let Some((status, why)) = self.status() else {
+            if let RequestError::Io(error) = self {
+                log::debug!(
+                    "{port} {peer}: read failed: {}",
+                    crate::error::describe(error)
+                );
+            }
+            return None;
+        };
+        log::info!("{port} {peer}: refused: {why}");
+        connection.metrics.refused("bad_request");
+        Some((status, why))
+    }
+
     /// The status and the one-line reason to answer with, the same on every port that
     /// reads requests (web and metrics); `None` when nobody is left to answer (the client
     /// went away, or its socket failed).

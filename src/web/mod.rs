@@ -23,7 +23,7 @@ use crate::error::describe;
 use crate::hub::Event;
 use crate::service::Connection;
 use crate::transport::websocket::WebSocketInput;
-use http::{Body, Request, RequestError, host_name, respond, respond_error};
+use http::{Body, Request, host_name, respond, respond_error};
 
 const PAGE: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/app.js");
@@ -54,15 +54,10 @@ pub(crate) fn serve(
     let (request, already_read) = match http::read_request(&connection) {
         Ok(request) => request,
         Err(error) => {
-            let Some((status, why)) = error.status() else {
-                if let RequestError::Io(error) = &error {
-                    debug!("web {peer}: read failed: {}", describe(error));
-                }
-                return;
-            };
-            info!("web {peer}: refused: {why}");
-            connection.metrics.refused("bad_request");
-            return finish(&connection, status, why, Body::Sent);
+            if let Some((status, why)) = error.refusal(&connection, "web") {
+                finish(&connection, status, why, Body::Sent);
+            }
+            return;
         }
     };
     let local_ip = stream.local_addr().map(|address| address.ip()).ok();

@@ -144,7 +144,15 @@ impl Negotiation {
                 Parser::Data
             }
             (Parser::Subnegotiation { content }, IAC) => Parser::SubnegotiationCommand { content },
-            (Parser::Subnegotiation { content }, _) if content < MAX_SUBNEGOTIATION => {
+            (Parser::SubnegotiationCommand { .. }, SE) => {
+                self.count_command();
+                Parser::Data
+            }
+            // Content, within the cap. After an IAC: IAC IAC is a 255 in the content, and
+            // anything else is an error a robust reader skips.
+            (Parser::Subnegotiation { content } | Parser::SubnegotiationCommand { content }, _)
+                if content < MAX_SUBNEGOTIATION =>
+            {
                 Parser::Subnegotiation {
                     content: content + 1,
                 }
@@ -152,17 +160,6 @@ impl Negotiation {
             (Parser::Subnegotiation { .. }, _) => {
                 self.abandon_subnegotiation();
                 self.step(Parser::Data, byte, data)
-            }
-            (Parser::SubnegotiationCommand { .. }, SE) => {
-                self.count_command();
-                Parser::Data
-            }
-            // IAC IAC is a 255 in the subnegotiation's content; anything else is an error
-            // a robust reader skips.
-            (Parser::SubnegotiationCommand { content }, _) if content < MAX_SUBNEGOTIATION => {
-                Parser::Subnegotiation {
-                    content: content + 1,
-                }
             }
             // The IAC read inside the abandoned subnegotiation starts a command outside it.
             (Parser::SubnegotiationCommand { .. }, _) => {
