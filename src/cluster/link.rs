@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{info, warn};
 use parking_lot::Mutex;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
@@ -254,6 +254,10 @@ pub(crate) fn run_writer(
                 }
                 publish(con, batch)
             }
+            Some(Outgoing::CheckLink) => {
+                next_heartbeat = Instant::now() + heartbeat_every;
+                heartbeat(con, &settings, &hub)
+            }
             Some(request) => execute(con, &settings, request, &hub),
             None => {
                 next_heartbeat = Instant::now() + heartbeat_every;
@@ -428,7 +432,7 @@ fn execute(
                 Err(error) => Err(Box::new((error, vec![Outgoing::NeedGuests { in_use }]))),
             }
         }
-        Outgoing::Stop => Ok(()),
+        Outgoing::CheckLink | Outgoing::Stop => Ok(()),
     }
 }
 
@@ -468,7 +472,10 @@ fn refuse(request: Outgoing, hub: &SyncSender<Event>) {
             granted: None,
             taken_from: None,
         },
-        Outgoing::ReleaseNick(_) | Outgoing::NeedGuests { .. } | Outgoing::Stop => return,
+        Outgoing::ReleaseNick(_)
+        | Outgoing::NeedGuests { .. }
+        | Outgoing::CheckLink
+        | Outgoing::Stop => return,
     };
     let _ = hub.send(Event::Cluster(answer));
 }
@@ -478,6 +485,7 @@ fn refuse(request: Outgoing, hub: &SyncSender<Event>) {
 pub(crate) fn run_reader(
     settings: ClusterSettings,
     hub: SyncSender<Event>,
+    writer: Sender<Outgoing>,
     link: Arc<LinkState>,
     stop: Arc<AtomicBool>,
 ) {
@@ -497,7 +505,10 @@ pub(crate) fn run_reader(
                     last_id = Some(load_history(&mut con, &settings, &hub)?);
                     None
                 }
-                Some(_) => {
+                Some(last) => {
+                    if last != "0-0" && !stream_has(&mut con, last)? {
+                        let _ = hub.send(Event::Cluster(Incoming::StreamLost));
+                    }
                     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut con)?;
                     Some(seconds * 1000 + micros / 1000)
                 }
@@ -510,6 +521,7 @@ pub(crate) fn run_reader(
         if let Err(error) = result {
             outage.failed(&settings, &error);
             link.set(None, Some(false));
+            let _ = writer.send(Outgoing::CheckLink);
             if !stop.load(Ordering::SeqCst) {
                 std::thread::sleep(retry);
                 retry = (retry * 2).min(LAST_RETRY);
@@ -541,6 +553,16 @@ fn load_history(
     entries.retain(|(_, envelope)| matches!(envelope.event, super::wire::Shared::Said { .. }));
     let _ = hub.send(Event::Cluster(Incoming::History(entries)));
     Ok(last)
+}
+
+/// Whether the entry `id` is still in the stream.
+fn stream_has(con: &mut redis::Connection, id: &str) -> redis::RedisResult<bool> {
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg(id)
+        .arg(id)
+        .query(con)?;
+    Ok(!reply.ids.is_empty())
 }
 
 /// Follows the stream until an error or `stop`.

@@ -73,6 +73,10 @@ pub(crate) enum Outgoing {
     NeedGuests {
         in_use: u64,
     },
+    /// The reader lost its connection: the writer's, idle, may be dead too (Redis
+    /// restarted); try it now rather than at the next heartbeat, so that the link is not
+    /// reported back while one connection is dead.
+    CheckLink,
     Stop,
 }
 
@@ -103,6 +107,10 @@ pub(crate) enum Incoming {
     GuestNumbers(Range<u64>),
     /// This node found that `node`'s lease ran out.
     NodeExpired(String),
+    /// The last entry this node read is no longer in the stream (Redis restarted empty,
+    /// or trimmed it): what this node wrote lately may not have reached every node.
+    /// Comes before the [`Incoming::LinkUp`] of the same reconnection.
+    StreamLost,
 }
 
 /// The running cluster link: its two threads.
@@ -139,10 +147,10 @@ impl Cluster {
         };
         let reader = {
             let stop = Arc::clone(&stop_reader);
-            let settings = settings.clone();
+            let (settings, writer) = (settings.clone(), requests.clone());
             spawn(
                 "cluster-reader",
-                Box::new(move || link::run_reader(settings, hub, state, stop)),
+                Box::new(move || link::run_reader(settings, hub, writer, state, stop)),
             )?
         };
         info!(

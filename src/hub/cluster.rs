@@ -1,8 +1,9 @@
 //! The hub's side of the cluster: members on other nodes, this node's place in the
 //! stream's order, and what happens when the link to Redis goes and comes back.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
@@ -17,6 +18,10 @@ use crate::rooms::RoomId;
 
 /// Events said while the link was down that are sent to the others when it is back.
 const BACKLOG: usize = 1000;
+/// How long this node remembers its events that came back from the stream, in case Redis
+/// loses the stream (restarted empty) before every other node has read them. Another node
+/// reads an entry milliseconds after it is written, so seconds are plenty.
+const RESEND_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the hub knows of the cluster.
 pub(super) struct ClusterView {
@@ -24,8 +29,15 @@ pub(super) struct ClusterView {
     node: String,
     incarnation: u64,
     next_seq: u64,
-    /// This node's events sent to the stream and not yet back from it.
-    awaiting_echo: HashSet<u64>,
+    /// This node's events sent to the stream and not yet back from it, by sequence number:
+    /// applied here when they come back, or at once when the link goes down first.
+    awaiting_echo: BTreeMap<u64, Envelope>,
+    /// This node's events that came back from the stream in the last [`RESEND_WINDOW`]
+    /// (at most [`BACKLOG`]): sent again if Redis loses the stream.
+    recently_delivered: VecDeque<(Instant, Envelope)>,
+    /// The reader found the stream lost (Redis restarted empty): send the recent events
+    /// again when the link is back.
+    stream_lost: bool,
     /// The last sequence number seen from each origin (node, incarnation).
     last_seen: HashMap<(String, u64), u64>,
     linked: bool,
@@ -58,7 +70,9 @@ impl ClusterView {
             node,
             incarnation,
             next_seq: 1,
-            awaiting_echo: HashSet::new(),
+            awaiting_echo: BTreeMap::new(),
+            recently_delivered: VecDeque::new(),
+            stream_lost: false,
             last_seen: HashMap::new(),
             linked: false,
             told_lost: false,
@@ -85,7 +99,7 @@ impl ClusterView {
             event,
         };
         if self.linked {
-            self.awaiting_echo.insert(seq);
+            self.awaiting_echo.insert(seq, envelope.clone());
             let _ = self.requests.send(Outgoing::Publish(envelope));
             false
         } else {
@@ -99,6 +113,43 @@ impl ClusterView {
         if self.backlog.len() > BACKLOG {
             self.backlog.pop_first();
         }
+    }
+
+    /// One of this node's events came back from the stream: it is applied now, and
+    /// remembered for a while in case the stream is lost. False if it was applied already
+    /// (while the link was down).
+    fn echoed(&mut self, seq: u64) -> bool {
+        let Some(envelope) = self.awaiting_echo.remove(&seq) else {
+            return false;
+        };
+        let now = Instant::now();
+        while self.recently_delivered.len() >= BACKLOG
+            || self
+                .recently_delivered
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > RESEND_WINDOW)
+        {
+            self.recently_delivered.pop_front();
+        }
+        self.recently_delivered.push_back((now, envelope));
+        true
+    }
+
+    /// The link went down: what was sent and has not come back yet is taken back, in the
+    /// order said, to be applied here now (before anything said from now on) and sent
+    /// again when the link is back. If it did land in the stream, the others skip the
+    /// second copy and this node skips the echo.
+    fn take_back_unechoed(&mut self) -> Vec<Envelope> {
+        let unechoed: Vec<Envelope> = std::mem::take(&mut self.awaiting_echo)
+            .into_values()
+            .collect();
+        for envelope in &unechoed {
+            self.keep_for_later(Envelope {
+                split: true,
+                ..envelope.clone()
+            });
+        }
+        unechoed
     }
 
     pub(super) fn request(&self, request: Outgoing) {
@@ -185,7 +236,7 @@ impl Hub {
                 let ours =
                     envelope.node == cluster.node && envelope.incarnation == cluster.incarnation;
                 let origin = if ours {
-                    if !cluster.awaiting_echo.remove(&envelope.seq) {
+                    if !cluster.echoed(envelope.seq) {
                         debug!("cluster: own #{} applied already", envelope.seq);
                         return; // applied here already, while the link was down
                     }
@@ -224,7 +275,7 @@ impl Hub {
                 // Kept for the next time the link is back, whether it was a new event
                 // (applied here now, as said during the split) or one said during an earlier
                 // split that failed to go out again.
-                let not_applied = cluster.awaiting_echo.remove(&envelope.seq);
+                let not_applied = cluster.awaiting_echo.remove(&envelope.seq).is_some();
                 debug!(
                     "cluster: #{} not sent (applied here now: {not_applied})",
                     envelope.seq
@@ -244,6 +295,14 @@ impl Hub {
                 debug!("cluster: link down");
                 cluster.linked = false;
                 self.settings.metrics.cluster_link_up.set(0);
+                for envelope in cluster.take_back_unechoed() {
+                    let rooms = &mut self.rooms;
+                    let event = envelope.event.map_room(|name| rooms.find_or_create(&name));
+                    self.apply(event, Origin::Here);
+                }
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
                 if !cluster.told_lost {
                     cluster.told_lost = true;
                     warn!("cluster link lost: chatting on this node only until it is back");
@@ -270,6 +329,13 @@ impl Hub {
                 cluster.asked_for_guests = false;
             }
             Incoming::NodeExpired(node) => self.publish(Shared::NodeLost { node }),
+            Incoming::StreamLost => {
+                warn!(
+                    "cluster: Redis lost the stream (restarted empty?): this node's last {} events go again",
+                    cluster.recently_delivered.len()
+                );
+                cluster.stream_lost = true;
+            }
         }
     }
 
@@ -294,6 +360,17 @@ impl Hub {
             return;
         };
         cluster.linked = true;
+        // What the others may have missed when Redis lost the stream, then what was said
+        // during the split: in the order said, so that the others' sequence numbers rise.
+        if std::mem::take(&mut cluster.stream_lost) {
+            for (_, envelope) in &cluster.recently_delivered {
+                let again = Envelope {
+                    split: true,
+                    ..envelope.clone()
+                };
+                cluster.request(Outgoing::Publish(again));
+            }
+        }
         for (_, envelope) in std::mem::take(&mut cluster.backlog) {
             debug!("cluster: sending #{} said during the split", envelope.seq);
             cluster.request(Outgoing::Publish(envelope));

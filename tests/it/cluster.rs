@@ -57,6 +57,48 @@ impl Redis {
         assert!(status.success());
     }
 
+    /// Waits until one of the clients that read the stream sent no command for a second:
+    /// a node that stands still (a moving node's reader asks again every half second).
+    fn wait_until_a_reader_is_idle(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let clients = self.command("CLIENT LIST");
+            let idle_reader = clients.lines().any(|client| {
+                client.contains(" cmd=xread")
+                    && client
+                        .split(' ')
+                        .find_map(|field| field.strip_prefix("idle="))
+                        .and_then(|idle| idle.parse::<u64>().ok())
+                        .is_some_and(|idle| idle >= 1)
+            });
+            if idle_reader {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no reader went idle: {clients}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends an inline command and returns the bulk string it answers.
+    fn command(&self, command: &str) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("send to Redis");
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).expect("Redis answers");
+        let length: usize = header
+            .trim()
+            .strip_prefix('$')
+            .and_then(|length| length.parse().ok())
+            .unwrap_or_else(|| panic!("not a bulk string: {header}"));
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the answer");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     /// Kills it and starts a new, empty one on the same port.
     fn restart(&mut self) {
         let _ = self.child.kill();
@@ -285,10 +327,14 @@ fn redis_killed_or_paused_loses_nothing_and_doubles_nothing() {
         if round == "paused" {
             redis.signal("CONT");
         }
-        // Back: each side gets what the other said meanwhile, once, marked.
-        bob.expect_line("* cluster link back");
+        // Back: each side gets what the other said meanwhile, once, marked (b's reader
+        // may be back before its writer, and so before b calls the link back).
+        let [said, _] = bob.expect_lines_in_any_order([
+            &format!("said while Redis was {round}"),
+            "* cluster link back",
+        ]);
         assert_eq!(
-            bob.expect_line(&format!("said while Redis was {round}")),
+            said,
             format!("* said during the split: [{ann_nick}] said while Redis was {round}")
         );
         assert_eq!(
@@ -384,4 +430,107 @@ fn two_renames_in_a_row_both_take_effect_in_order() {
     // The first nick was given back: someone else can take it.
     ann.send("/nick first");
     ann.expect_line("* you are now first");
+}
+
+/// The number of `talker`'s line `nN` (marked as said during the split or not).
+fn number_of(line: &str, talker: &str) -> Option<usize> {
+    let line = line
+        .strip_prefix("* said during the split: ")
+        .unwrap_or(line);
+    line.strip_prefix(&format!("[{talker}] n"))?.parse().ok()
+}
+
+/// What `reader` receives of `talker`'s numbered lines until `nLAST`, in the order
+/// received; `at_each` sees each number as it comes.
+fn numbered_lines(
+    reader: &mut LineClient,
+    talker: &str,
+    last: usize,
+    mut at_each: impl FnMut(usize),
+) -> Vec<usize> {
+    let mut numbers = Vec::new();
+    while numbers.last() != Some(&last) {
+        let line = reader.next_line().expect("the talker's lines");
+        if let Some(number) = number_of(&line, talker) {
+            at_each(number);
+            numbers.push(number);
+        }
+    }
+    numbers
+}
+
+#[test]
+fn a_talkers_lines_keep_their_order_on_every_node_when_redis_stalls() {
+    let Some(redis) = Redis::start() else { return };
+    // Heartbeats far apart, so that none falls in the stall below.
+    let config = |name| Config {
+        cluster_timeout: Duration::from_secs(30),
+        ..node_config(&redis, name)
+    };
+    let (a, b) = (start_chat(config("a")), start_chat(config("b")));
+    let (mut amy, _) = LineClient::join(a.local_addr());
+    let (mut ann, ann_nick) = join_linked(a.local_addr(), &mut amy);
+    let (mut bob, _) = join_linked(b.local_addr(), &mut amy);
+    ann.expect_line("joined");
+    const LINES: usize = 120;
+    ann.send("n0");
+    amy.expect_line(&format!("[{ann_nick}] n0"));
+    // The stall's shape: Redis stops while the writer is idle, and ann goes on talking
+    // (a line every 20 ms) only later, so that the reader finds the link lost while
+    // ann's lines wait for the writer's answer. The sleep shapes the load; the test
+    // waits for lines, never for time.
+    redis.signal("STOP");
+    std::thread::sleep(Duration::from_millis(800));
+    let talker = std::thread::spawn(move || {
+        for n in 1..LINES {
+            ann.send(&format!("n{n}"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ann
+    });
+    let mut on_a = vec![0];
+    on_a.extend(numbered_lines(&mut amy, &ann_nick, LINES - 1, |n| {
+        if n == LINES - 20 {
+            redis.signal("CONT");
+        }
+    }));
+    let _ann = talker.join().expect("the talker");
+    let in_order: Vec<usize> = (0..LINES).collect();
+    assert_eq!(on_a, in_order, "on the talker's node");
+    let on_b = numbered_lines(&mut bob, &ann_nick, LINES - 1, |_| {});
+    assert_eq!(on_b, in_order, "on the other node");
+}
+
+#[test]
+fn a_line_said_just_before_redis_restarts_empty_reaches_every_node() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = node(&redis, "a");
+    let (mut ann, ann_nick) = LineClient::join(a.local_addr());
+    let url = redis.url();
+    let b = BinaryServer::start(&["--cluster", &url, "--node-name", "b"]);
+    let (mut amy, _) = join_linked(a.local_addr(), &mut ann);
+    let (mut bob, bob_nick) = join_linked(b.address, &mut ann);
+    amy.expect_line("joined");
+    // b stands still, so the line reaches a's clients through the stream and b has not
+    // read it when Redis dies with it: b's reader must have stopped waiting in XREAD
+    // (else Redis would hand b the line at once, into its socket's buffer).
+    b.signal("STOP");
+    redis.wait_until_a_reader_is_idle();
+    ann.send("just before");
+    amy.expect_line(&format!("[{ann_nick}] just before"));
+    redis.restart();
+    b.signal("CONT");
+    let [just_before, _] = bob.expect_lines_in_any_order(["just before", "* cluster link back"]);
+    assert_eq!(
+        just_before,
+        format!("* said during the split: [{ann_nick}] just before")
+    );
+    // Nobody gets it twice: a line after it is the next thing each node shows.
+    bob.send("after the restart");
+    for client in [&mut ann, &mut amy] {
+        let next = client.expect_line("] ");
+        assert_eq!(next, format!("[{bob_nick}] after the restart"));
+    }
 }
