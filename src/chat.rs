@@ -9,18 +9,19 @@ use log::info;
 use parking_lot::Mutex;
 
 use crate::append::AppendFile;
-use crate::cluster::{self, Cluster, ClusterSettings};
+use crate::cluster::{self, Cluster, ClusterSettings, ToHub};
 use crate::config::Config;
-use crate::connection::{self, ClientLimits, TcpInput};
+use crate::connection::{self, ClientLimits};
 use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::places::Refusal;
+use crate::port::Port;
 use crate::protocol;
 use crate::service::{Connection, Service};
-use crate::transport::Transport;
+use crate::transport::tcp::TcpInput;
 use crate::transport::tls::Tls;
 use crate::web::{self, WebSettings};
 
@@ -63,10 +64,13 @@ impl Chat {
             None => None,
         };
         let cluster = match &config.cluster {
-            Some(url) => Some(Cluster::start(
-                cluster_settings(config, url),
-                events.clone(),
-            )?),
+            Some(url) => {
+                // The cluster's news reaches the hub as one more kind of event.
+                let hub = events.clone();
+                let to_hub: ToHub =
+                    Arc::new(move |incoming| hub.send(Event::Cluster(incoming)).is_ok());
+                Some(Cluster::start(cluster_settings(config, url), to_hub)?)
+            }
             None => None,
         };
         let settings = HubSettings {
@@ -116,16 +120,16 @@ impl Service for Chat {
         {
             return;
         }
-        match connection.transport {
-            Transport::Tcp => {
+        match connection.port {
+            Port::Chat => {
                 if let Err(refusal) = connection.become_client() {
                     return refuse_after_handshake(&connection, &refusal);
                 }
                 serve_tcp(connection, &self.events, self.client_limits)
             }
-            Transport::Web => web::serve(connection, &self.events, self.client_limits, &self.web),
+            Port::Web => web::serve(connection, &self.events, self.client_limits, &self.web),
             // The server serves the metrics port itself.
-            Transport::Metrics => {}
+            Port::Metrics => {}
         }
     }
 

@@ -23,11 +23,12 @@ use crate::cluster::{Incoming, Outgoing};
 use crate::control::ConnectionId;
 use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
+use crate::port::Port;
 use crate::protocol::Input;
 use crate::protocol::page_events::{self, Closing};
 use crate::rooms::{LOBBY, RoomId, Rooms};
+use crate::transport::DirectOutput;
 use crate::transport::tls::TlsSession;
-use crate::transport::{DirectOutput, Transport};
 
 mod cluster;
 mod commands;
@@ -56,7 +57,7 @@ pub(crate) enum Event {
         id: ConnectionId,
         stream: Arc<TcpStream>,
         peer: SocketAddr,
-        transport: Transport,
+        port: Port,
         tls: Option<Arc<TlsSession>>,
     },
     /// Everything one read from a client produced, in order.
@@ -244,7 +245,7 @@ struct Client {
     /// The last sweep of sends that reached it (delivery.rs).
     sweep: u64,
     /// How it is connected, for the metrics.
-    transport: Transport,
+    port: Port,
     tls: bool,
 }
 
@@ -256,9 +257,9 @@ impl Hub {
                 id,
                 stream,
                 peer,
-                transport,
+                port,
                 tls,
-            } => self.join(id, stream, peer, transport, tls),
+            } => self.join(id, stream, peer, port, tls),
             Event::Inputs { id, direct, inputs } => {
                 let lines = inputs.len() as u64;
                 self.settings.metrics.lines_received.inc_by(lines);
@@ -297,12 +298,12 @@ impl Hub {
         id: ConnectionId,
         stream: Arc<TcpStream>,
         peer: SocketAddr,
-        transport: Transport,
+        port: Port,
         tls: Option<Arc<TlsSession>>,
     ) {
         let has_tls = tls.is_some();
-        let outbox = Outbox::new(transport, tls, self.settings.metrics.bytes_sent.clone());
-        self.settings.metrics.count_client(transport, has_tls, 1);
+        let outbox = Outbox::new(port, tls, self.settings.metrics.bytes_sent.clone());
+        self.settings.metrics.count_client(port, has_tls, 1);
         let nick = self.guest_nick_for(id);
         info!("{nick} joined from {peer}");
         if !self.notices.is_joins() {
@@ -312,7 +313,7 @@ impl Hub {
         // Nor is anything said before it came.
         self.commit_round();
         self.nick_owners.insert(nick.to_ascii_lowercase(), id);
-        self.count_browser(transport, 1);
+        self.count_browser(port, 1);
         self.clients.insert(
             id,
             Client {
@@ -326,7 +327,7 @@ impl Hub {
                 outbox,
                 is_dirty: false,
                 sweep: 0,
-                transport,
+                port,
                 tls: has_tls,
             },
         );
@@ -370,11 +371,11 @@ impl Hub {
         let Some(mut client) = self.clients.remove(&id) else {
             return; // removed as a slow consumer by the commit
         };
-        self.count_browser(client.transport, -1);
+        self.count_browser(client.port, -1);
         self.nick_owners.remove(&client.nick.to_ascii_lowercase());
         self.settings
             .metrics
-            .count_client(client.transport, client.tls, -1);
+            .count_client(client.port, client.tls, -1);
         if let Some(farewell) = farewell {
             let closing = match reason {
                 LeaveReason::Quit(_) => Some(Closing::Quit),
@@ -417,8 +418,8 @@ impl Hub {
 
     /// Counts a browser in or out: the round makes the page's event lines only while there
     /// is one.
-    fn count_browser(&mut self, transport: Transport, change: isize) {
-        if transport == Transport::Web {
+    fn count_browser(&mut self, port: Port, change: isize) {
+        if port == Port::Web {
             self.browsers = self.browsers.saturating_add_signed(change);
             self.round.set_browsers_present(self.browsers > 0);
         }
@@ -619,7 +620,7 @@ impl Hub {
             );
             self.settings
                 .metrics
-                .count_client(client.transport, client.tls, -1);
+                .count_client(client.port, client.tls, -1);
             if self.cluster.is_none() {
                 // Nobody is left to tell, but the transcript has the joins: it gets the
                 // leaves too. (In a cluster the published leave is recorded when applied.)

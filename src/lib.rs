@@ -33,6 +33,7 @@ pub mod metrics;
 mod os_thread;
 mod outbox;
 mod places;
+pub mod port;
 pub mod protocol;
 pub mod rate;
 mod rooms;

@@ -6,17 +6,13 @@
 
 use std::sync::atomic::AtomicU64;
 
-use log::debug;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::error::describe;
-use crate::service::Connection;
-use crate::transport::Transport;
-use crate::web::http::{self, Body};
+use crate::port::Port;
 
 /// Every number the server exposes.
 pub struct Metrics {
@@ -114,12 +110,12 @@ impl Metrics {
     }
 
     /// A client joined (`+1`) or left (`-1`) on `transport`.
-    pub(crate) fn count_client(&self, transport: Transport, tls: bool, change: i64) {
+    pub(crate) fn count_client(&self, transport: Port, tls: bool, change: i64) {
         let labels = ClientLabels {
             transport: match transport {
-                Transport::Tcp => "tcp",
-                Transport::Web => "web",
-                Transport::Metrics => "metrics",
+                Port::Chat => "tcp",
+                Port::Web => "web",
+                Port::Metrics => "metrics",
             },
             tls: if tls { "yes" } else { "no" },
         };
@@ -137,35 +133,4 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
-}
-
-/// Serves one connection on the metrics port: `GET /metrics` (or `HEAD`), or an error.
-pub(crate) fn serve(connection: Connection) {
-    let metrics = &connection.metrics;
-    let peer = connection.peer;
-    let response = match http::read_request(&connection) {
-        Ok((request, _)) => {
-            let sent = Body::for_method(&request.method);
-            match (request.method.as_str(), request.path.as_str()) {
-                ("GET" | "HEAD", "/metrics") => http::respond(
-                    &connection,
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render().as_bytes(),
-                    sent,
-                ),
-                _ => http::respond_error(&connection, "404 Not Found", "try /metrics", sent),
-            }
-        }
-        // Refused as the web port refuses: one mapping to a status, one log line, counted.
-        Err(error) => match error.refusal(&connection, "metrics") {
-            Some((status, why)) => http::respond_error(&connection, status, why, Body::Sent),
-            None => return,
-        },
-    };
-    if let Err(error) = response {
-        debug!("metrics {peer}: {}", describe(&error));
-    }
-    let _ = connection.stream.shutdown(std::net::Shutdown::Write);
-    connection.wait_for_close(std::time::Duration::from_secs(2));
 }

@@ -25,12 +25,13 @@ use prometheus_client::metrics::counter::Counter;
 use socket2::SockRef;
 
 use crate::control::ConnectionId;
+use crate::port::Port;
 use crate::protocol::page_events;
 use crate::rooms::RoomId;
 use crate::sys::{SEND_NOW, poll};
 use crate::transport::telnet::Screen;
 use crate::transport::tls::TlsSession;
-use crate::transport::{DirectOutput, Transport, websocket};
+use crate::transport::{DirectOutput, websocket};
 
 /// Ranges handed to one `writev` (the kernel takes up to 1024).
 const MAX_SLICES_PER_SEND: usize = 64;
@@ -152,15 +153,15 @@ enum Encoding {
 impl Outbox {
     /// An outbox for a client of `transport`.
     pub(crate) fn new(
-        transport: Transport,
+        port: Port,
         tls: Option<Arc<TlsSession>>,
         sent_bytes: Counter<u64, AtomicU64>,
     ) -> Outbox {
         Outbox {
-            encoding: match transport {
-                Transport::Tcp => Encoding::Plain,
-                Transport::Web => Encoding::WebSocket,
-                Transport::Metrics => Encoding::Plain,
+            encoding: match port {
+                Port::Chat => Encoding::Plain,
+                Port::Web => Encoding::WebSocket,
+                Port::Metrics => Encoding::Plain,
             },
             tls,
             sent_bytes,

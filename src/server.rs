@@ -22,13 +22,13 @@ use crate::addresses;
 use crate::config::Config;
 use crate::control::{ConnectionId, Control, ShutdownHandle};
 use crate::error::{Error, describe};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::os_thread::{self, OsThread};
 use crate::places::{PlaceKind, Places};
+use crate::port::Port;
 use crate::service::{Connection, Service};
 use crate::shutdown::Supervisor;
 use crate::sys::{SEND_NOW, poll};
-use crate::transport::Transport;
 use crate::web;
 
 /// How many connections may wait in the kernel's accept queue (capped by somaxconn).
@@ -145,9 +145,9 @@ impl Server {
         // The acceptor waits in poll() for a connection or for a byte on this pipe, the
         // supervisor's way of telling it to stop.
         let (stop_receiver, stop_sender) = io::pipe().map_err(setup_error)?;
-        let mut listeners = vec![(listener, Transport::Tcp)];
-        listeners.extend(web_listener.map(|listener| (listener, Transport::Web)));
-        listeners.extend(metrics_listener.map(|listener| (listener, Transport::Metrics)));
+        let mut listeners = vec![(listener, Port::Chat)];
+        listeners.extend(web_listener.map(|listener| (listener, Port::Web)));
+        listeners.extend(metrics_listener.map(|listener| (listener, Port::Metrics)));
         for (listener, _) in &listeners {
             listener.set_nonblocking(true).map_err(setup_error)?;
             configure_socket(SockRef::from(listener), config).map_err(setup_error)?;
@@ -269,7 +269,7 @@ impl Server {
 /// The accept loop, on its own thread.
 struct Acceptor {
     /// The main listener first, then the web and metrics ones if any.
-    listeners: Vec<(TcpListener, Transport)>,
+    listeners: Vec<(TcpListener, Port)>,
     config: Config,
     control: Sender<Control>,
     shutdown: ShutdownHandle,
@@ -301,10 +301,7 @@ enum Wake {
 }
 
 /// Blocks until a connection is waiting or the supervisor asks the acceptor to stop.
-fn wait_for_listeners_or_stop(
-    listeners: &[(TcpListener, Transport)],
-    stop: &io::PipeReader,
-) -> Wake {
+fn wait_for_listeners_or_stop(listeners: &[(TcpListener, Port)], stop: &io::PipeReader) -> Wake {
     let mut fds: Vec<libc::pollfd> = listeners
         .iter()
         .map(|(listener, _)| listener.as_raw_fd())
@@ -359,11 +356,11 @@ impl Acceptor {
 
     /// Accepts every connection waiting in the kernel's queue of listener `index`.
     fn accept_ready(&mut self, index: usize) {
-        let transport = self.listeners[index].1;
+        let port = self.listeners[index].1;
         loop {
             match self.listeners[index].0.accept() {
                 Ok((stream, peer)) => {
-                    if self.admit(stream, peer, transport) {
+                    if self.admit(stream, peer, port) {
                         self.in_error_burst = false;
                     }
                 }
@@ -387,15 +384,15 @@ impl Acceptor {
     }
 
     /// Starts a thread for the connection, or refuses it. Returns whether it was admitted.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, transport: Transport) -> bool {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, port: Port) -> bool {
         let id = self.next_id;
         // A connection that must finish a handshake (TLS, an HTTP request) before it is a
         // client takes a handshake place, so that stalled handshakes hold no client place.
-        let kind = match transport {
-            Transport::Metrics => PlaceKind::Scrape,
-            Transport::Web => PlaceKind::Handshake,
-            Transport::Tcp if self.config.tls.is_some() => PlaceKind::Handshake,
-            Transport::Tcp => PlaceKind::Client,
+        let kind = match port {
+            Port::Metrics => PlaceKind::Scrape,
+            Port::Web => PlaceKind::Handshake,
+            Port::Chat if self.config.tls.is_some() => PlaceKind::Handshake,
+            Port::Chat => PlaceKind::Client,
         };
         let stream = Arc::new(stream);
         let taken = self
@@ -406,12 +403,12 @@ impl Acceptor {
             Err(refusal) => {
                 info!("refused {peer}: {}", refusal.reason());
                 self.metrics.refused(refusal.label());
-                let line = if self.speaks_tls(transport) {
+                let line = if self.speaks_tls(port) {
                     Vec::new() // no words before a handshake: a TLS client could not read them
                 } else {
                     refusal.line()
                 };
-                refuse(&stream, transport, &line);
+                refuse(&stream, port, &line);
                 return false;
             }
         };
@@ -421,7 +418,7 @@ impl Acceptor {
             stream: Arc::clone(&stream),
             peer,
             shutdown: self.shutdown.clone(),
-            transport,
+            port,
             tls: None,
             metrics: Arc::clone(&self.metrics),
             slot,
@@ -462,12 +459,12 @@ impl Acceptor {
                     self.in_error_burst = true;
                 }
                 self.metrics.refused("busy");
-                let line: &[u8] = if self.speaks_tls(transport) {
+                let line: &[u8] = if self.speaks_tls(port) {
                     b""
                 } else {
                     b"! server busy, try again later\n"
                 };
-                refuse(&stream, transport, line);
+                refuse(&stream, port, line);
                 thread::sleep(ACCEPT_BACKOFF);
                 false
             }
@@ -478,8 +475,8 @@ impl Acceptor {
 impl Acceptor {
     /// Whether connections on `transport` start with a TLS handshake (the metrics port
     /// never does).
-    fn speaks_tls(&self, transport: Transport) -> bool {
-        self.config.tls.is_some() && transport != Transport::Metrics
+    fn speaks_tls(&self, port: Port) -> bool {
+        self.config.tls.is_some() && port != Port::Metrics
     }
 }
 
@@ -513,9 +510,9 @@ fn run_worker(first: Job, service: &dyn Service, jobs: &Receiver<Job>) {
 #[inline(never)]
 fn serve_job(job: Job, service: &dyn Service) {
     let Job { connection } = job;
-    match connection.transport {
-        Transport::Metrics => metrics::serve(connection),
-        Transport::Tcp | Transport::Web => service.serve(connection),
+    match connection.port {
+        Port::Metrics => web::scrape::serve(connection),
+        Port::Chat | Port::Web => service.serve(connection),
     }
 }
 
@@ -547,15 +544,15 @@ fn is_transient_accept_error(error: &io::Error) -> bool {
 /// Sends a one-line reason and closes, without ever blocking the acceptor.
 /// A browser or a scraper gets the line as the body of a 503 response; an empty line is no words
 /// (TLS: nothing is readable before the handshake).
-fn refuse(stream: &TcpStream, transport: Transport, line: &[u8]) {
+fn refuse(stream: &TcpStream, port: Port, line: &[u8]) {
     if line.is_empty() {
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
     let response;
-    let bytes = match transport {
-        Transport::Tcp => line,
-        Transport::Web | Transport::Metrics => {
+    let bytes = match port {
+        Port::Chat => line,
+        Port::Web | Port::Metrics => {
             response = web::unavailable_response(line);
             &response
         }

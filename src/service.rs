@@ -13,8 +13,8 @@ use crate::control::{ConnectionId, ShutdownHandle};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::places::{ConnectionSlot, Refusal};
+use crate::port::Port;
 use crate::sys::{poll, timed_out};
-use crate::transport::Transport;
 use crate::transport::tls::TlsSession;
 
 /// One accepted connection, handed to a [`Service`] on the connection's own thread.
@@ -29,7 +29,7 @@ pub struct Connection {
     /// Lets a service stop the whole server (the dump subcommand does when its file fails).
     pub shutdown: ShutdownHandle,
     /// The listener it came in on.
-    pub transport: Transport,
+    pub port: Port,
     /// The server's counters.
     pub(crate) metrics: Arc<Metrics>,
     /// The TLS session, once the service has done the handshake (`--tls-*`).

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -23,8 +22,7 @@ use parking_lot::Mutex;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
 use super::wire::Envelope;
-use super::{ClusterSettings, Incoming, Outgoing};
-use crate::hub::Event;
+use super::{ClusterSettings, Incoming, Outgoing, ToHub};
 
 const STREAM: &str = "tcpchat:events";
 const NODES: &str = "tcpchat:nodes";
@@ -102,11 +100,11 @@ type Failure = Box<(redis::RedisError, Vec<Outgoing>)>;
 /// Whether each of the two connections works; the hub hears when both together change.
 pub(crate) struct LinkState {
     inner: Mutex<(bool, bool, bool)>,
-    hub: SyncSender<Event>,
+    hub: ToHub,
 }
 
 impl LinkState {
-    pub(crate) fn new(hub: SyncSender<Event>) -> Arc<LinkState> {
+    pub(crate) fn new(hub: ToHub) -> Arc<LinkState> {
         Arc::new(LinkState {
             inner: Mutex::new((false, false, false)),
             hub,
@@ -127,7 +125,7 @@ impl LinkState {
             } else {
                 Incoming::LinkDown
             };
-            let _ = self.hub.send(Event::Cluster(incoming));
+            (self.hub)(incoming);
         }
     }
 }
@@ -177,7 +175,7 @@ impl Outage {
 pub(crate) fn run_writer(
     settings: ClusterSettings,
     requests: Receiver<Outgoing>,
-    hub: SyncSender<Event>,
+    hub: ToHub,
     link: Arc<LinkState>,
 ) {
     let mut connection: Option<redis::Connection> = None;
@@ -337,7 +335,7 @@ fn unregister(con: &mut redis::Connection, settings: &ClusterSettings) {
 fn heartbeat(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
-    hub: &SyncSender<Event>,
+    hub: &ToHub,
 ) -> Result<(), Failure> {
     let failed = |error| Box::new((error, Vec::new()));
     lease(con, settings).map_err(failed)?;
@@ -364,7 +362,7 @@ fn heartbeat(
                 .arg(node)
                 .invoke::<()>(con)
                 .map_err(failed)?;
-            let _ = hub.send(Event::Cluster(Incoming::NodeExpired(node.clone())));
+            hub(Incoming::NodeExpired(node.clone()));
         }
     }
     Ok(())
@@ -374,7 +372,7 @@ fn execute(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
     request: Outgoing,
-    hub: &SyncSender<Event>,
+    hub: &ToHub,
 ) -> Result<(), Failure> {
     match request {
         Outgoing::Publish(envelope) => publish(con, vec![envelope]),
@@ -398,7 +396,7 @@ fn execute(
                         granted: Some(granted == 1),
                         taken_from: (granted == 1 && !previous.is_empty()).then_some(previous),
                     };
-                    let _ = hub.send(Event::Cluster(answer));
+                    hub(answer);
                     Ok(())
                 }
                 Err(error) => Err(Box::new((
@@ -426,7 +424,7 @@ fn execute(
             match reply {
                 Ok(end) => {
                     let numbers = end.saturating_sub(GUEST_BLOCK) + 1..end + 1;
-                    let _ = hub.send(Event::Cluster(Incoming::GuestNumbers(numbers)));
+                    hub(Incoming::GuestNumbers(numbers));
                     Ok(())
                 }
                 Err(error) => Err(Box::new((error, vec![Outgoing::NeedGuests { in_use }]))),
@@ -463,7 +461,7 @@ fn publish(con: &mut redis::Connection, batch: Vec<Envelope>) -> Result<(), Fail
 }
 
 /// What the hub asked for while the link is down goes back to it, answered locally.
-fn refuse(request: Outgoing, hub: &SyncSender<Event>) {
+fn refuse(request: Outgoing, hub: &ToHub) {
     let answer = match request {
         Outgoing::Publish(envelope) => Incoming::Unpublished(envelope),
         Outgoing::ClaimNick { id, nick, .. } => Incoming::NickClaimed {
@@ -477,14 +475,14 @@ fn refuse(request: Outgoing, hub: &SyncSender<Event>) {
         | Outgoing::CheckLink
         | Outgoing::Stop => return,
     };
-    let _ = hub.send(Event::Cluster(answer));
+    hub(answer);
 }
 
 /// The reader thread: every entry of the stream, in order, to the hub. On the first
 /// connection it loads the recent entries for the rooms' history.
 pub(crate) fn run_reader(
     settings: ClusterSettings,
-    hub: SyncSender<Event>,
+    hub: ToHub,
     writer: Sender<Outgoing>,
     link: Arc<LinkState>,
     stop: Arc<AtomicBool>,
@@ -507,7 +505,7 @@ pub(crate) fn run_reader(
                 }
                 Some(last) => {
                     if last != "0-0" && !stream_has(&mut con, last)? {
-                        let _ = hub.send(Event::Cluster(Incoming::StreamLost));
+                        hub(Incoming::StreamLost);
                     }
                     let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut con)?;
                     Some(seconds * 1000 + micros / 1000)
@@ -535,7 +533,7 @@ pub(crate) fn run_reader(
 fn load_history(
     con: &mut redis::Connection,
     settings: &ClusterSettings,
-    hub: &SyncSender<Event>,
+    hub: &ToHub,
 ) -> redis::RedisResult<String> {
     let reply: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(STREAM)
@@ -551,7 +549,7 @@ fn load_history(
     let mut entries: Vec<(SystemTime, Envelope)> =
         reply.ids.iter().rev().filter_map(decode).collect();
     entries.retain(|(_, envelope)| matches!(envelope.event, super::wire::Shared::Said { .. }));
-    let _ = hub.send(Event::Cluster(Incoming::History(entries)));
+    hub(Incoming::History(entries));
     Ok(last)
 }
 
@@ -568,7 +566,7 @@ fn stream_has(con: &mut redis::Connection, id: &str) -> redis::RedisResult<bool>
 /// Follows the stream until an error or `stop`.
 fn follow(
     con: &mut redis::Connection,
-    hub: &SyncSender<Event>,
+    hub: &ToHub,
     stop: &AtomicBool,
     last_id: Option<&mut String>,
     away_until: Option<u64>,
@@ -595,7 +593,7 @@ fn follow(
                 };
                 let late = away_until.is_some_and(|until| entry_millis(&entry.id) < until);
                 let delivered = Incoming::Delivered { envelope, late };
-                if hub.send(Event::Cluster(delivered)).is_err() {
+                if !hub(delivered) {
                     return Ok(());
                 }
             }

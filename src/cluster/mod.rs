@@ -24,7 +24,6 @@ pub(crate) use link::fuzz_reply;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
 
@@ -36,7 +35,11 @@ use wire::Envelope;
 
 use crate::control::ConnectionId;
 use crate::error::Error;
-use crate::hub::Event;
+
+/// Where the cluster's threads send what they learn: into the hub's channel, as wired by
+/// whoever starts both (chat.rs), so that the cluster knows nothing of the hub. False once
+/// the hub is gone.
+pub(crate) type ToHub = Arc<dyn Fn(Incoming) -> bool + Send + Sync>;
 
 /// Where the cluster is and who this node is in it.
 #[derive(Debug, Clone)]
@@ -125,12 +128,9 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts the writer and reader threads; they connect in the background, so that a
     /// node starts (and chats locally) whether Redis answers or not.
-    pub(crate) fn start(
-        settings: ClusterSettings,
-        hub: SyncSender<Event>,
-    ) -> Result<Cluster, Error> {
+    pub(crate) fn start(settings: ClusterSettings, hub: ToHub) -> Result<Cluster, Error> {
         let (requests, receiver) = crossbeam_channel::unbounded();
-        let state = link::LinkState::new(hub.clone());
+        let state = link::LinkState::new(Arc::clone(&hub));
         let stop_reader = Arc::new(AtomicBool::new(false));
         let spawn = |name: &'static str, run: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -139,7 +139,7 @@ impl Cluster {
                 .map_err(|source| Error::Thread { name, source })
         };
         let writer = {
-            let (settings, hub, state) = (settings.clone(), hub.clone(), Arc::clone(&state));
+            let (settings, hub, state) = (settings.clone(), Arc::clone(&hub), Arc::clone(&state));
             spawn(
                 "cluster-writer",
                 Box::new(move || link::run_writer(settings, receiver, hub, state)),

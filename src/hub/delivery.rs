@@ -226,8 +226,8 @@ mod tests {
 
     use super::*;
     use crate::outbox::{Outbox, line};
+    use crate::port::Port;
     use crate::rooms::LOBBY;
-    use crate::transport::Transport;
 
     /// A client of the hub whose socket's other end is returned to read from.
     fn connected_client() -> (Client, TcpStream) {
@@ -243,10 +243,10 @@ mod tests {
             shows_time: false,
             is_operator: false,
             is_muted: false,
-            outbox: Outbox::new(Transport::Tcp, None, Default::default()),
+            outbox: Outbox::new(Port::Chat, None, Default::default()),
             is_dirty: false,
             sweep: 0,
-            transport: Transport::Tcp,
+            port: Port::Chat,
             tls: false,
         };
         (client, peer)

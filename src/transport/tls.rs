@@ -1,4 +1,4 @@
-//! TLS (`--tls-cert`/`--tls-key` or `--tls-self-signed`), with rustls, under any transport:
+//! TLS (`--tls-cert`/`--tls-key` or `--tls-self-signed`), with rustls, under any port:
 //! nc-style clients (`openssl s_client`, `ncat --ssl`, `socat OPENSSL:`) and browsers (https
 //! and wss on the `--web` port).
 //!

@@ -19,9 +19,9 @@ use tungstenite::{Error as WsError, Message, Utf8Bytes};
 pub(crate) use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::tls::TlsSession;
-use super::{DirectOutput, Transport};
-use crate::connection::{ByteMeter, ClientInput, End, Read as ReadOutcome, collect_input};
+use super::{ByteMeter, ClientInput, DirectOutput, End, Read as ReadOutcome, collect_input};
 use crate::error::describe;
+use crate::port::Port;
 use crate::protocol::{Input, LineDecoder};
 use crate::service::Connection;
 use crate::sys::timed_out;
@@ -262,8 +262,8 @@ impl WebSocketInput {
 }
 
 impl ClientInput for WebSocketInput {
-    fn transport(&self) -> Transport {
-        Transport::Web
+    fn port(&self) -> Port {
+        Port::Web
     }
 
     fn read(&mut self, _connection: &Connection, inputs: &mut Vec<Input>) -> ReadOutcome {

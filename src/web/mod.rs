@@ -8,6 +8,7 @@
 //! From then on the hub is its one writer.
 
 pub(crate) mod http;
+pub(crate) mod scrape;
 
 #[cfg(fuzzing)]
 pub(crate) use http::fuzz_head;

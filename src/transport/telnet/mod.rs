@@ -1,4 +1,4 @@
-//! Telnet as a transport: what a telnet client needs beyond lines, read in this order.
+//! Telnet as a port: what a telnet client needs beyond lines, read in this order.
 //!
 //! - `negotiation.rs`, on the client's thread: takes telnet commands (IAC ...) out of the
 //!   byte stream before it is split into lines, and answers option requests by the Q method
