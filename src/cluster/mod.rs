@@ -1,7 +1,8 @@
 //! Several tcpchat nodes as one chat, joined through Redis (`--cluster`). Read in this
 //! order: this file (what the hub and the cluster tell each other), wire.rs (the events in
-//! the stream), link.rs (the Redis connections), and hub/cluster.rs (what the hub does
-//! with them).
+//! the stream), link.rs (the Redis keys and what both connections share), writer.rs and
+//! reader.rs (the two connections' threads), and hub/cluster.rs (what the hub does with
+//! them).
 //!
 //! ```text
 //!   hub ──Outgoing (unbounded)──> writer thread ──XADD, claims, lease──> Redis
@@ -16,10 +17,12 @@
 //! send when the link is back.
 
 mod link;
+mod reader;
 pub(crate) mod wire;
+mod writer;
 
 #[cfg(fuzzing)]
-pub(crate) use link::fuzz_reply;
+pub(crate) use reader::fuzz_reply;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -142,7 +145,7 @@ impl Cluster {
             let (settings, hub, state) = (settings.clone(), Arc::clone(&hub), Arc::clone(&state));
             spawn(
                 "cluster-writer",
-                Box::new(move || link::run_writer(settings, receiver, hub, state)),
+                Box::new(move || writer::run_writer(settings, receiver, hub, state)),
             )?
         };
         let reader = {
@@ -150,7 +153,7 @@ impl Cluster {
             let (settings, writer) = (settings.clone(), requests.clone());
             spawn(
                 "cluster-reader",
-                Box::new(move || link::run_reader(settings, hub, writer, state, stop)),
+                Box::new(move || reader::run_reader(settings, hub, writer, state, stop)),
             )?
         };
         info!(
