@@ -42,6 +42,21 @@ pub fn join_command(ip: IpAddr, port: u16, tls: bool) -> String {
     }
 }
 
+/// This machine's host name (for a cluster node's default name); `localhost` if unknown.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes at most that.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(buffer.len());
+    match (result, std::str::from_utf8(&buffer[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
+        _ => String::from("localhost"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::thread::{self, JoinHandle};
 use log::info;
 use parking_lot::Mutex;
 
+use crate::addresses;
 use crate::append::AppendFile;
 use crate::cluster::{self, Cluster, ClusterSettings, ToHub};
 use crate::config::Config;
@@ -15,7 +16,6 @@ use crate::connection::{self, ClientLimits};
 use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
-use crate::limits;
 use crate::metrics::Metrics;
 use crate::places::Refusal;
 use crate::port::Port;
@@ -173,7 +173,7 @@ impl Service for Chat {
 /// port (the process id when the port is chosen by the system).
 fn cluster_settings(config: &Config, url: &str) -> ClusterSettings {
     let node = config.node_name.clone().unwrap_or_else(|| {
-        let host = limits::host_name();
+        let host = addresses::host_name();
         match config.port {
             0 => format!("{host}:pid{}", std::process::id()),
             port => format!("{host}:{port}"),
@@ -238,7 +238,7 @@ fn serve_tcp(connection: Connection, hub: &SyncSender<Event>, limits: ClientLimi
 /// every address it has.
 fn certificate_names(config: &Config) -> Vec<String> {
     let mut names = vec![
-        limits::host_name(),
+        addresses::host_name(),
         String::from("localhost"),
         config.host.clone(),
     ];

@@ -41,6 +41,7 @@ pub mod send;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+mod stack;
 mod sys;
 pub mod systemd;
 pub mod transport;

@@ -43,7 +43,7 @@ impl ClientInput for TcpInput {
     fn read(&mut self, connection: &Connection, inputs: &mut Vec<Input>) -> Read {
         // Most clients wait far longer than they work: what the work (the join, a burst of
         // lines) touched of the stack goes back before the wait.
-        crate::limits::release_unused_stack();
+        crate::stack::release_unused_stack();
         // Many clients never say anything (a lecture's audience): until its client's first
         // bytes arrive, a thread waits without a read buffer (1 KiB less per such client),
         // at the price of a second system call for that first read. The buffer is kept
