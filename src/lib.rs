@@ -20,6 +20,7 @@
 pub mod addresses;
 pub mod append;
 pub mod chat;
+mod clock;
 mod cluster;
 pub mod config;
 mod connection;

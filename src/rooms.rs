@@ -2,7 +2,7 @@
 //! is in it; each room remembers its last messages for those who join later.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Number of a room, unique while the server runs.
 pub(crate) type RoomId = u32;
@@ -137,22 +137,6 @@ impl Rooms {
     }
 }
 
-/// Local time of day as HH:MM.
-pub(crate) fn clock_time(at: SystemTime) -> String {
-    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let seconds = libc::time_t::try_from(seconds).unwrap_or(0);
-    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
-    // call. localtime_r writes no shared state, but it reads the time zone (TZ and
-    // /etc/localtime, once): that is safe because this program never changes the
-    // environment once its threads run (systemd.rs takes LISTEN_* before the first starts).
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&seconds, &mut tm);
-        tm
-    };
-    format!("{:02}:{:02}", tm.tm_hour, tm.tm_min)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,8 +165,5 @@ mod tests {
             .map(|(_, line)| line.as_str())
             .collect();
         assert_eq!(kept, vec!["two", "three"]);
-        let time = clock_time(rooms.history(LOBBY).next().expect("entry").0);
-        assert_eq!(time.len(), 5);
-        assert_eq!(&time[2..3], ":");
     }
 }

@@ -6,12 +6,13 @@ use std::time::Instant;
 use log::{info, warn};
 
 use super::{Hub, LeaveReason};
+use crate::clock::clock_time;
 use crate::cluster::wire::Shared;
 use crate::cluster::{Outgoing, now_micros};
 use crate::control::ConnectionId;
 use crate::outbox::line;
 use crate::protocol::{self, Input, NickError, page_events};
-use crate::rooms::{RoomId, clock_time};
+use crate::rooms::RoomId;
 
 impl Hub {
     /// Shows a client arriving in `room` what was said there lately.

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 use log::debug;
 
 use super::Client;
+use crate::clock::clock_time;
 use crate::control::ConnectionId;
 use crate::error::describe;
 use crate::outbox::Chunk;
-use crate::rooms::clock_time;
 use crate::sys::thread_cpu_time;
 
 /// The next pass begins at least this many times the last pass's CPU time after it began.
