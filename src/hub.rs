@@ -8,119 +8,46 @@
 //! output, in paced passes for broadcasts (hub/delivery.rs).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::Sender;
 use log::info;
 
 use crate::append::AppendFile;
+use crate::cluster::Outgoing;
 use crate::cluster::wire::Shared;
-use crate::cluster::{Incoming, Outgoing};
 use crate::control::ConnectionId;
 use crate::metrics::Metrics;
-use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line, wait_until_writable};
+use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line};
 use crate::port::Port;
-use crate::protocol::Input;
 use crate::protocol::page_events::{self, Closing};
 use crate::rooms::{LOBBY, RoomId, Rooms};
 use crate::transport::DirectOutput;
 use crate::transport::tls::TlsSession;
 
+mod closing;
 mod cluster;
 mod commands;
 mod delivery;
+mod events;
 mod guesses;
 mod notices;
+mod page;
+mod remote;
 mod shared;
 mod waker;
 
 use cluster::ClusterView;
 use delivery::Delivery;
+pub(crate) use events::{Event, LeaveReason};
 use notices::{BIG_ROOM, GatheredNotices, NoticeBatch, NoticeKind};
 pub(crate) use waker::WritableWatch;
 
 /// Events handled per wake-up before writing, so a flood of input cannot postpone output
 /// indefinitely.
 const MAX_EVENTS_PER_WAKEUP: usize = 4096;
-/// At shutdown, how long the hub tries to deliver pending output and the goodbye line to
-/// clients that are slow to read, before closing them regardless.
-const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What client threads and the chat service tell the hub.
-pub(crate) enum Event {
-    /// A connection arrived; the hub names it `guest-ID` and welcomes it.
-    Joined {
-        id: ConnectionId,
-        stream: Arc<TcpStream>,
-        peer: SocketAddr,
-        port: Port,
-        tls: Option<Arc<TlsSession>>,
-    },
-    /// Everything one read from a client produced, in order.
-    Inputs {
-        id: ConnectionId,
-        /// What the client's transport must write before the inputs are handled.
-        direct: Option<Box<DirectOutput>>,
-        inputs: Vec<Input>,
-    },
-    /// The client's thread ended; sent exactly once per client.
-    Left {
-        id: ConnectionId,
-        reason: LeaveReason,
-    },
-    /// The server stopped accepting; clients may go on chatting.
-    Draining,
-    /// The drain timeout passed: deliver what is pending, say goodbye, close everyone.
-    CloseAll { done: Sender<()> },
-    /// Every client thread has ended: return.
-    Stop,
-    /// A client the kernel would not take more from can take some now (waker.rs).
-    Writable,
-    /// News from the cluster's threads (`--cluster`).
-    Cluster(Incoming),
-}
-
-/// Why a client left, as shown to the others in `* nick left (REASON)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LeaveReason {
-    Quit(Option<String>),
-    ConnectionClosed,
-    IdleTimeout,
-    SlowConsumer,
-    ServerShutdown,
-    /// Went to another room (still connected).
-    Moved(String),
-    /// Removed by an operator: who, and why if they said.
-    Kicked {
-        by: String,
-        reason: Option<String>,
-    },
-}
-
-impl fmt::Display for LeaveReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LeaveReason::Quit(None) => f.write_str("quit"),
-            LeaveReason::Quit(Some(reason)) => write!(f, "quit: {reason}"),
-            LeaveReason::ConnectionClosed => f.write_str("connection closed"),
-            LeaveReason::IdleTimeout => f.write_str("idle timeout"),
-            LeaveReason::SlowConsumer => f.write_str("slow consumer"),
-            LeaveReason::ServerShutdown => f.write_str("server shutting down"),
-            LeaveReason::Moved(room) => write!(f, "to {room}"),
-            LeaveReason::Kicked { by, reason: None } => write!(f, "kicked by {by}"),
-            LeaveReason::Kicked {
-                by,
-                reason: Some(reason),
-            } => {
-                write!(f, "kicked by {by}: {reason}")
-            }
-        }
-    }
-}
 
 /// What the hub enforces and offers.
 #[derive(Clone)]
@@ -416,51 +343,6 @@ impl Hub {
         self.rooms.leave(room);
     }
 
-    /// Counts a browser in or out: the round makes the page's event lines only while there
-    /// is one.
-    fn count_browser(&mut self, port: Port, change: isize) {
-        if port == Port::Web {
-            self.browsers = self.browsers.saturating_add_signed(change);
-            self.round.set_browsers_present(self.browsers > 0);
-        }
-    }
-
-    /// Queues an event line for the web page (protocol/page_events.rs) if `id` is a
-    /// browser; nobody else gets one, and for nobody else is it made.
-    /// `event` is made only for a browser: a room's list of people is long.
-    fn tell_page(&mut self, id: ConnectionId, event: impl FnOnce(&Hub) -> String) {
-        if !self.clients.get(&id).is_some_and(|c| c.outbox.is_browser()) {
-            return;
-        }
-        let event = event(self);
-        self.commit_round();
-        if let Some(client) = self.clients.get_mut(&id)
-            && client.outbox.is_browser()
-        {
-            self.delivery.push(client, id, Chunk::whole(line(&event)));
-            self.delivery.send_soon(id);
-        }
-        self.remove_slow_consumers();
-    }
-
-    /// Everyone in `room`, on this node and the others, sorted ignoring case.
-    fn nicks_in(&self, room: RoomId) -> Vec<&str> {
-        let mut nicks: Vec<&str> = self
-            .clients
-            .values()
-            .filter(|c| c.room == room)
-            .map(|c| c.nick.as_str())
-            .chain(self.cluster.iter().flat_map(|c| c.remote_in(room)))
-            .collect();
-        nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
-        nicks
-    }
-
-    /// The page's list of the people in `room`.
-    fn people_event(&self, room: RoomId) -> String {
-        page_events::people(self.rooms.name(room), self.nicks_in(room))
-    }
-
     fn reply(&mut self, id: ConnectionId, text: String) {
         self.flush_notices();
         self.queue(id, line(&text));
@@ -577,66 +459,5 @@ impl Hub {
             self.settings.metrics.slow_consumers.inc();
             self.remove(id, LeaveReason::SlowConsumer, None);
         }
-    }
-
-    /// The end of the drain: every client gets its pending output and a goodbye line
-    /// (within FINAL_FLUSH_TIMEOUT), then is closed.
-    fn close_all(&mut self) {
-        self.flush_notices();
-        self.commit_round();
-        let goodbye = line("* server closed, bye!");
-        for client in self.clients.values_mut() {
-            client.outbox.push_last(Chunk::whole(Arc::clone(&goodbye)));
-        }
-        let deadline = Instant::now() + FINAL_FLUSH_TIMEOUT;
-        loop {
-            let mut waiting = Vec::new();
-            for client in self.clients.values_mut() {
-                if client.outbox.send_available(&client.stream).is_err() {
-                    client.outbox.clear();
-                }
-                if !client.outbox.is_empty() {
-                    waiting.push(&*client.stream);
-                }
-            }
-            let now = Instant::now();
-            if waiting.is_empty() || now >= deadline {
-                break;
-            }
-            wait_until_writable(&waiting, deadline - now);
-        }
-        self.browsers = 0;
-        self.round.set_browsers_present(false);
-        for (id, client) in std::mem::take(&mut self.clients) {
-            // The sending side only: the client's thread reads on until the peer closes
-            // (or the supervisor's linger ends), so that no unread input turns the close
-            // into a reset that would destroy the goodbye.
-            let _ = client.stream.shutdown(Shutdown::Write);
-            info!(
-                "{} ({}) left: {}",
-                client.nick,
-                client.peer,
-                LeaveReason::ServerShutdown
-            );
-            self.settings
-                .metrics
-                .count_client(client.port, client.tls, -1);
-            if self.cluster.is_none() {
-                // Nobody is left to tell, but the transcript has the joins: it gets the
-                // leaves too. (In a cluster the published leave is recorded when applied.)
-                let leave = NoticeKind::Left(LeaveReason::ServerShutdown.to_string());
-                self.record(Some(client.room), &leave.line(&client.nick));
-            } else {
-                // The other nodes' clients see them go; nobody here is left to tell.
-                self.publish(Shared::Left {
-                    room: client.room,
-                    id,
-                    nick: client.nick,
-                    reason: LeaveReason::ServerShutdown.to_string(),
-                });
-            }
-        }
-        self.nick_owners.clear();
-        self.delivery.clear();
     }
 }

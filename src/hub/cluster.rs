@@ -1,5 +1,6 @@
-//! The hub's side of the cluster: members on other nodes, this node's place in the
-//! stream's order, and what happens when the link to Redis goes and comes back.
+//! The hub's side of the cluster: this node's place in the stream's order, what happens
+//! when the link to Redis goes and comes back, and nicks and guest numbers across nodes
+//! (who is on the other nodes: remote.rs).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
@@ -8,9 +9,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
+use super::Hub;
 use super::shared::Origin;
-use super::{Hub, NoticeKind};
-use crate::cluster::wire::{Envelope, Member, Shared};
+use crate::cluster::wire::{Envelope, Shared};
 use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_micros};
 use crate::control::ConnectionId;
 use crate::protocol::page_events;
@@ -26,7 +27,7 @@ const RESEND_WINDOW: Duration = Duration::from_secs(10);
 /// What the hub knows of the cluster.
 pub(super) struct ClusterView {
     requests: Sender<Outgoing>,
-    node: String,
+    pub(super) node: String,
     incarnation: u64,
     next_seq: u64,
     /// This node's events sent to the stream and not yet back from it, by sequence number:
@@ -47,8 +48,8 @@ pub(super) struct ClusterView {
     /// number: they must reach the stream in order, or the others would skip them.
     backlog: BTreeMap<u64, Envelope>,
     /// Clients on other nodes, by (node, id), and their nicks (lower case).
-    remote: HashMap<(String, u64), RemoteMember>,
-    remote_nicks: HashMap<String, (String, u64)>,
+    pub(super) remote: HashMap<(String, u64), RemoteMember>,
+    pub(super) remote_nicks: HashMap<String, (String, u64)>,
     guest_numbers: Range<u64>,
     asked_for_guests: bool,
     /// When each local client took its nick, for settling who keeps it after a split.
@@ -409,142 +410,6 @@ impl Hub {
             .filter_map(|nick| nick.strip_prefix("guest-")?.parse::<u64>().ok())
             .max()
             .unwrap_or(0)
-    }
-
-    fn local_members(&self) -> Vec<Member<RoomId>> {
-        self.clients
-            .iter()
-            .map(|(&id, client)| Member {
-                id,
-                nick: client.nick.clone(),
-                room: client.room,
-            })
-            .collect()
-    }
-
-    /// Another node said hello: it learns who is here.
-    pub(super) fn answer_hello(&mut self) {
-        let members = self.local_members();
-        self.publish(Shared::Members { members });
-    }
-
-    pub(super) fn remote_joined(&mut self, node: &str, id: u64, nick: &str, room: RoomId) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let key = (node.to_owned(), id);
-        cluster
-            .remote_nicks
-            .insert(nick.to_ascii_lowercase(), key.clone());
-        let previous = cluster.remote.insert(
-            key,
-            RemoteMember {
-                nick: nick.to_owned(),
-                room,
-            },
-        );
-        if let Some(previous) = previous {
-            self.rooms.leave(previous.room);
-        }
-        self.rooms.enter(room);
-    }
-
-    pub(super) fn remote_left(&mut self, node: &str, id: u64) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        if let Some(member) = cluster.remote.remove(&(node.to_owned(), id)) {
-            cluster
-                .remote_nicks
-                .remove(&member.nick.to_ascii_lowercase());
-            self.rooms.leave(member.room);
-        }
-    }
-
-    pub(super) fn remote_renamed(&mut self, node: &str, id: u64, new: &str) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let key = (node.to_owned(), id);
-        if let Some(member) = cluster.remote.get_mut(&key) {
-            cluster
-                .remote_nicks
-                .remove(&member.nick.to_ascii_lowercase());
-            member.nick = new.to_owned();
-            cluster.remote_nicks.insert(new.to_ascii_lowercase(), key);
-        }
-    }
-
-    pub(super) fn remote_room_of(&self, nick: &str) -> Option<RoomId> {
-        self.cluster
-            .as_ref()?
-            .remote_holder(nick)
-            .map(|member| member.room)
-    }
-
-    /// `node`'s members as it says they are now: the differences from what this node knew
-    /// are announced. After a split, who came and went meanwhile; the first time, everyone
-    /// there, to whoever is here already (clients of a node that reached Redis late, or that
-    /// was announced as lost and is back); nobody hears of them twice, since a member this
-    /// node knew of is no difference.
-    pub(super) fn remote_members(&mut self, node: &str, members: Vec<Member<RoomId>>) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now: HashMap<u64, Member<RoomId>> = members
-            .into_iter()
-            .map(|member| (member.id, member))
-            .collect();
-        let gone: Vec<(u64, String, RoomId)> = cluster
-            .remote
-            .iter()
-            .filter(|((owner, id), _)| owner == node && !now.contains_key(id))
-            .map(|((_, id), member)| (*id, member.nick.clone(), member.room))
-            .collect();
-        let new: Vec<Member<RoomId>> = now
-            .into_values()
-            .filter(|member| {
-                cluster
-                    .remote
-                    .get(&(node.to_owned(), member.id))
-                    .is_none_or(|known| known.nick != member.nick || known.room != member.room)
-            })
-            .collect();
-        for (id, nick, room) in gone {
-            self.remote_left(node, id);
-            let reason = String::from("connection closed");
-            self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
-        }
-        for member in new {
-            self.remote_left(node, member.id);
-            self.remote_joined(node, member.id, &member.nick, member.room);
-            let nick = member.nick;
-            self.announce(NoticeKind::Joined, super::shared::NOBODY, nick, member.room);
-        }
-    }
-
-    /// A node's lease ran out: its members left.
-    pub(super) fn node_lost(&mut self, node: &str) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        if node == cluster.node {
-            return;
-        }
-        let lost: Vec<(u64, String, RoomId)> = cluster
-            .remote
-            .iter()
-            .filter(|((owner, _), _)| owner == node)
-            .map(|((_, id), member)| (*id, member.nick.clone(), member.room))
-            .collect();
-        if !lost.is_empty() {
-            warn!("cluster node {node} lost with {} clients", lost.len());
-        }
-        for (id, nick, room) in lost {
-            self.remote_left(node, id);
-            let reason = String::from("node lost");
-            self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
-        }
     }
 
     /// Another node's user claimed `nick` first (during a split): ours becomes a guest.

@@ -1,6 +1,9 @@
 //! Telnet commands in a client's byte stream (RFC 854) and option negotiation by the Q
 //! method of RFC 1143: agree to the options the server supports, refuse the rest, never
 //! answer an answer, and never loop.
+//!
+//! Longer than 500 lines with its tests: about 370 lines of code, the rest the Q method's
+//! cases and hostile byte streams, each tested.
 
 /// Interpret As Command: starts every telnet command.
 pub(crate) const IAC: u8 = 255;
