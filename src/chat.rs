@@ -10,9 +10,9 @@ use parking_lot::Mutex;
 
 use crate::addresses;
 use crate::append::AppendFile;
+use crate::client_thread::{self, ClientLimits};
 use crate::cluster::{self, Cluster, ClusterSettings, ToHub};
 use crate::config::Config;
-use crate::connection::{self, ClientLimits};
 use crate::error::Error;
 use crate::error::describe;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
@@ -224,14 +224,14 @@ fn refuse_after_handshake(connection: &Connection, refusal: &Refusal) {
         let _ = session.write_all_blocking(&connection.stream, b"");
     }
     let _ = connection.stream.shutdown(std::net::Shutdown::Write);
-    connection.wait_for_close(connection::LINGER);
+    connection.wait_for_close(client_thread::LINGER);
 }
 
 /// A chat client on the main port.
 #[inline(never)]
 fn serve_tcp(connection: Connection, hub: &SyncSender<Event>, limits: ClientLimits) {
     let mut input = TcpInput::new(limits.max_line);
-    connection::serve_client(connection, hub, limits, &mut input);
+    client_thread::serve_client(connection, hub, limits, &mut input);
 }
 
 /// The names a self-signed certificate is made for: this machine's name, `localhost`, and

@@ -320,7 +320,7 @@ impl Hub {
             let _ = client.outbox.send_available(&client.stream);
         }
         // A client that quit or idled out is closed on its sending side only: its thread
-        // lingers, reading, until the peer closes too (see connection.rs). Anyone else's
+        // lingers, reading, until the peer closes too (see client_thread.rs). Anyone else's
         // thread is woken by shutting down both sides; queued bytes still go out.
         let how = match reason {
             LeaveReason::Quit(_) | LeaveReason::IdleTimeout => Shutdown::Write,

@@ -8,7 +8,7 @@
 //! ```text
 //!             ┌──────────── server.rs ────────────┐
 //!  TCP ──> acceptor ──spawn──> connection thread ─┼─ events ─> hub (chat)   ─writev─> clients
-//!  web ──┘    │    (connection.rs, transport/, web/)            (hub.rs)  <──> cluster/ <──> Redis
+//!  web ──┘    │    (client_thread.rs, transport/, web/)      (hub.rs)  <──> cluster/ <──> Redis
 //!  Ctrl-C ──> supervisor: stop accepting, drain, close, join (shutdown.rs)
 //! ```
 //!
@@ -17,35 +17,35 @@
 //! systemd.rs is what a systemd service needs: the listeners of socket activation (taken
 //! in [`start`] instead of binding), `READY=1` and `STOPPING=1`, and the journal's format.
 
-pub mod addresses;
-pub mod append;
-pub mod chat;
+mod addresses;
+mod append;
+mod chat;
+mod client_thread;
 mod clock;
 mod cluster;
-pub mod config;
-mod connection;
-pub mod control;
-pub mod dump;
-pub mod echo;
-pub mod error;
+mod config;
+mod control;
+mod dump;
+mod echo;
+mod error;
 mod hub;
-pub mod limits;
-pub mod metrics;
+mod limits;
+mod metrics;
 mod os_thread;
 mod outbox;
 mod places;
-pub mod port;
-pub mod protocol;
-pub mod rate;
+mod port;
+mod protocol;
+mod rate;
 mod rooms;
-pub mod send;
-pub mod server;
-pub mod service;
-pub mod shutdown;
+mod send;
+mod server;
+mod service;
+mod shutdown;
 mod stack;
 mod sys;
 pub mod systemd;
-pub mod transport;
+mod transport;
 mod web;
 
 #[cfg(fuzzing)]
@@ -54,16 +54,23 @@ pub mod fuzzing;
 
 use std::sync::Arc;
 
-pub use chat::Chat;
+// The library's whole API: what main.rs, the tests and examples/ use. Everything else is
+// the crate's own.
 pub use config::Config;
 pub use control::ShutdownHandle;
-pub use dump::{Dump, DumpOptions};
-pub use echo::Echo;
-pub use error::Error;
+pub use dump::DumpOptions;
+pub use error::{Error, describe};
+pub use limits::raise_open_file_limit;
 pub use metrics::Metrics;
-pub use send::{SendFile, SendOptions};
-pub use server::Server;
-pub use service::{Connection, Service};
+pub use send::SendOptions;
+pub use server::{Listeners, Server, bind};
+pub use service::{Connection, Received, Service};
+pub use transport::tls::Certificate;
+
+use chat::Chat;
+use dump::Dump;
+use echo::Echo;
+use send::SendFile;
 
 /// Lowers `max_clients` to what the machine can hold (see [`limits::connection_ceiling`]),
 /// with one warning, so that a client too many is refused instead of crashing the server.

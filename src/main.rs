@@ -11,8 +11,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::{LevelFilter, warn};
 
-use tcpchat::transport::tls::Certificate;
-use tcpchat::{Config, DumpOptions, Mode, SendOptions, ShutdownHandle, systemd};
+use tcpchat::{Certificate, Config, DumpOptions, Mode, SendOptions, ShutdownHandle, systemd};
 
 mod assets;
 
@@ -312,7 +311,7 @@ fn generate_assets(dir: &std::path::Path) -> ExitCode {
             eprintln!(
                 "error: cannot write to {}: {}",
                 dir.display(),
-                tcpchat::error::describe(&error)
+                tcpchat::describe(&error)
             );
             ExitCode::FAILURE
         }
@@ -320,7 +319,7 @@ fn generate_assets(dir: &std::path::Path) -> ExitCode {
 }
 
 fn run(config: &Config, mode: &Mode) -> Result<(), tcpchat::Error> {
-    tcpchat::limits::raise_open_file_limit();
+    tcpchat::raise_open_file_limit();
     // The handler is installed before the server starts, so that every thread exists
     // once `listening on` is logged (scripts and tests count them from then on).
     let server_shutdown: Arc<OnceLock<ShutdownHandle>> = Arc::default();

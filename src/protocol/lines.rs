@@ -141,6 +141,7 @@ impl LineDecoder {
     }
 
     /// Bytes held for an unfinished line (never more than `max_line`).
+    #[cfg(any(test, fuzzing))]
     pub fn buffered(&self) -> usize {
         self.unfinished.len()
     }

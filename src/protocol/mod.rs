@@ -7,7 +7,7 @@ mod lines;
 pub mod page_events;
 mod sanitize;
 
-pub use lines::{Decoded, LineDecoder, LineSplitter, Piece};
+pub use lines::{Decoded, LineDecoder, LineSplitter};
 pub use sanitize::sanitize;
 
 /// What a client's line asks for.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use log::{debug, info};
 
-use crate::connection::{self, ClientLimits};
+use crate::client_thread::{self, ClientLimits};
 use crate::error::describe;
 use crate::hub::Event;
 use crate::service::Connection;
@@ -43,7 +43,7 @@ pub(crate) struct WebSettings {
 }
 
 /// Serves one connection on the web port: a page, an error, or a chat client.
-#[inline(never)] // its frame only for web connections: see connection::serve_client
+#[inline(never)] // its frame only for web connections: see client_thread::serve_client
 pub(crate) fn serve(
     connection: Connection,
     hub: &SyncSender<Event>,
@@ -152,7 +152,7 @@ fn upgrade(
         limits.max_line,
         settings.idle_timeout,
     );
-    connection::serve_client(connection, hub, limits, &mut input);
+    client_thread::serve_client(connection, hub, limits, &mut input);
 }
 
 /// Sends an error response (its body unless it answers HEAD) and closes.

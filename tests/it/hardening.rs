@@ -279,8 +279,8 @@ fn a_client_that_quits_but_keeps_trickling_bytes_is_closed_anyway() {
 #[test]
 fn a_panic_in_one_connection_thread_does_not_take_the_server_down() {
     let config = Config::localhost();
-    let listener = tcpchat::server::bind(&config).expect("bind");
-    let listeners = tcpchat::server::Listeners {
+    let listener = tcpchat::bind(&config).expect("bind");
+    let listeners = tcpchat::Listeners {
         main: listener,
         web: None,
         metrics: None,

@@ -119,7 +119,7 @@ fn the_metrics_port_speaks_plain_http_to_refusals_even_with_tls() {
     let server = start_chat(Config {
         max_per_ip: 1,
         metrics: Some(String::from("127.0.0.1:0")),
-        tls: Some(tcpchat::transport::tls::Certificate::SelfSigned),
+        tls: Some(tcpchat::Certificate::SelfSigned),
         ..Config::localhost()
     });
     let metrics = server.metrics_addr().expect("metrics port");

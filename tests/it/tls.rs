@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use tcpchat::Certificate;
 use tcpchat::Config;
-use tcpchat::transport::tls::Certificate;
 
 use crate::support::{self, PATIENCE, TempPath, start_chat};
 

@@ -3,7 +3,7 @@
 //! - `negotiation.rs`, on the client's thread: takes telnet commands (IAC ...) out of the
 //!   byte stream before it is split into lines, and answers option requests by the Q method
 //!   of RFC 1143. A client that never sends IAC (nc, socat, scripts) never gets one back.
-//! - `echo.rs`, on the client's thread: for a client that lets the server echo (character
+//! - `typed_line.rs`, on the client's thread: for a client that lets the server echo (character
 //!   mode), what to write so its screen shows the line it is typing.
 //! - `screen.rs`, in the client's outbox on the hub's thread: lines end in CR LF, and the
 //!   line being typed is cleared before incoming lines and drawn again after them.
@@ -11,9 +11,9 @@
 //! The client's thread never writes to its socket: its answers and echo go to the hub as
 //! [`DirectOutput`] (see transport/mod.rs).
 
-mod echo;
 mod negotiation;
 mod screen;
+mod typed_line;
 
 pub(crate) use screen::Screen;
 
@@ -22,14 +22,14 @@ pub(crate) use negotiation::fuzz;
 
 use super::DirectOutput;
 
-use echo::Echo;
 use negotiation::Negotiation;
+use typed_line::TypedLine;
 
 /// A chat client's telnet side, on its thread: negotiation and, in character mode, echo.
 #[derive(Debug, Default)]
 pub(crate) struct Terminal {
     negotiation: Negotiation,
-    echo: Echo,
+    typed: TypedLine,
     /// Echo written during this read, sent after the read's negotiation answers.
     echoed: Vec<u8>,
 }
@@ -49,7 +49,7 @@ impl Terminal {
     /// A line was entered (its sanitised text): echoed in character mode.
     pub(crate) fn line_entered(&mut self, text: &str) {
         if self.negotiation.server_echoes() {
-            self.echo.line_entered(text, &mut self.echoed);
+            self.typed.line_entered(text, &mut self.echoed);
         }
     }
 
@@ -60,10 +60,10 @@ impl Terminal {
             return None;
         }
         let input_line = if self.negotiation.server_echoes() {
-            self.echo.show_unfinished(unfinished, &mut self.echoed);
-            Some(self.echo.shown().to_owned())
+            self.typed.show_unfinished(unfinished, &mut self.echoed);
+            Some(self.typed.shown().to_owned())
         } else {
-            self.echo.forget();
+            self.typed.forget();
             None
         };
         let mut bytes = self.negotiation.take_answers();

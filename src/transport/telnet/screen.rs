@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::echo::CLEAR_LINE;
+use super::typed_line::CLEAR_LINE;
 
 /// The input line of a client the server echoes for, and whether it is on screen.
 #[derive(Debug, Default)]

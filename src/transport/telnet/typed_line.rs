@@ -11,11 +11,11 @@ const RUB_OUT: &[u8] = b"\x08 \x08";
 
 /// The input line as the client's screen shows it.
 #[derive(Debug, Default)]
-pub(crate) struct Echo {
+pub(crate) struct TypedLine {
     shown: String,
 }
 
-impl Echo {
+impl TypedLine {
     /// A line was entered: show it as it was sent (sanitised), then start a new line.
     pub(crate) fn line_entered(&mut self, text: &str, out: &mut Vec<u8>) {
         self.show(text, out);
@@ -69,7 +69,7 @@ impl Echo {
 mod tests {
     use super::*;
 
-    fn shown_after(echo: &mut Echo, unfinished: &[u8]) -> Vec<u8> {
+    fn shown_after(echo: &mut TypedLine, unfinished: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         echo.show_unfinished(unfinished, &mut out);
         out
@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn typing_is_echoed_and_backspace_rubs_out() {
-        let mut echo = Echo::default();
+        let mut echo = TypedLine::default();
         assert_eq!(shown_after(&mut echo, b"hel"), b"hel");
         assert_eq!(shown_after(&mut echo, b"hellp"), b"lp");
         assert_eq!(shown_after(&mut echo, b"hell"), RUB_OUT);
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn wide_and_partial_characters_and_escapes_are_drawn_safely() {
-        let mut echo = Echo::default();
+        let mut echo = TypedLine::default();
         // The second byte of é is still to come: nothing shown yet.
         assert_eq!(shown_after(&mut echo, b"caf\xc3"), b"caf");
         assert_eq!(shown_after(&mut echo, "café".as_bytes()), "é".as_bytes());
