@@ -15,6 +15,7 @@ use crate::cluster::{self, Cluster, ClusterSettings, ToHub};
 use crate::config::Config;
 use crate::error::Error;
 use crate::error::describe;
+use crate::history::History;
 use crate::hub::{self, Event, HubSettings, WritableWatch};
 use crate::metrics::Metrics;
 use crate::places::Refusal;
@@ -36,6 +37,8 @@ pub struct Chat {
     /// With `--cluster`: its threads, stopped after the hub.
     cluster: Mutex<Option<Cluster>>,
     transcript: Option<Arc<AppendFile>>,
+    /// With `--history-db`: the history thread, finished after the hub.
+    history: Option<History>,
     hub_thread: Mutex<Option<JoinHandle<()>>>,
     client_limits: ClientLimits,
     web: WebSettings,
@@ -73,6 +76,14 @@ impl Chat {
             }
             None => None,
         };
+        let (history, restored) = match &config.history_db {
+            Some(path) => {
+                let (history, recorder, restored) =
+                    History::open(path, config.history_days, config.history)?;
+                (Some((history, recorder)), restored)
+            }
+            None => (None, Vec::new()),
+        };
         let settings = HubSettings {
             max_line: config.max_line,
             max_pending: config.max_pending,
@@ -81,8 +92,13 @@ impl Chat {
             motd,
             transcript: transcript.clone(),
             cluster: cluster.as_ref().map(|cluster| cluster.hub_link()),
+            history_db: history
+                .as_ref()
+                .map(|(_, recorder)| (recorder.clone(), events.clone())),
+            restored,
             metrics,
         };
+        let history = history.map(|(history, _)| history);
         // Started here, so that every thread of the server exists once it listens.
         let writable = WritableWatch::start(events.clone());
         // The lobby exists from the start: a scrape before the hub's first wake-up says so.
@@ -99,6 +115,7 @@ impl Chat {
             cluster: Mutex::new(cluster),
             tls,
             transcript,
+            history,
             hub_thread: Mutex::new(Some(hub_thread)),
             client_limits: ClientLimits {
                 max_line: config.max_line,
@@ -162,10 +179,16 @@ impl Service for Chat {
         if let Some(cluster) = self.cluster.lock().take() {
             cluster.stop();
         }
-        match &self.transcript {
+        // After the hub: its last lines are handed over, and its Recorder is gone.
+        let history = match &self.history {
+            Some(history) => history.finish(),
+            None => Ok(()),
+        };
+        let transcript = match &self.transcript {
             Some(transcript) => transcript.finish(),
             None => Ok(()),
-        }
+        };
+        history.and(transcript)
     }
 }
 

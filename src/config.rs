@@ -48,6 +48,12 @@ pub struct Config {
     /// Chat: a file every public line is appended to, with its time and room (never
     /// truncated). Default none.
     pub transcript: Option<std::path::PathBuf>,
+    /// Chat: an SQLite file that keeps every room's history across restarts (created if
+    /// missing), and that `/search` searches. Default none: history lives in memory.
+    pub history_db: Option<std::path::PathBuf>,
+    /// Chat: with `history_db`, lines older than this many days are removed (at start-up
+    /// and once a day). Default 30; 0 keeps everything.
+    pub history_days: u32,
     /// After Ctrl-C, how long connections may go on before they are closed. Default 30 s.
     pub drain_timeout: Duration,
     /// Chat: also serve the chat page and its WebSocket on this `[HOST:]PORT` (a port alone
@@ -102,6 +108,8 @@ impl Default for Config {
             op_password: None,
             motd: None,
             transcript: None,
+            history_db: None,
+            history_days: 30,
             drain_timeout: Duration::from_secs(30),
             web: None,
             cluster: None,

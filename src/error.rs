@@ -15,6 +15,9 @@ pub enum Error {
     Store { path: PathBuf, source: io::Error },
     /// Options that do not go together (`--web` with a subcommand other than chat).
     Usage(String),
+    /// The `--history-db` file cannot be used: not ours, from a newer tcpchat, in use by
+    /// another tcpchat, or SQLite failed (the whole sentence).
+    History(String),
     /// A thread the server needs could not be started.
     Thread {
         name: &'static str,
@@ -39,7 +42,7 @@ impl fmt::Display for Error {
                     describe(source)
                 )
             }
-            Error::Usage(why) => f.write_str(why),
+            Error::Usage(why) | Error::History(why) => f.write_str(why),
             Error::Thread { name, source } => {
                 write!(f, "cannot start the {name} thread: {}", describe(source))
             }
@@ -54,7 +57,7 @@ impl std::error::Error for Error {
             | Error::OpenFile { source, .. }
             | Error::Store { source, .. }
             | Error::Thread { source, .. } => Some(source),
-            Error::Usage(_) => None,
+            Error::Usage(_) | Error::History(_) => None,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Instant, SystemTime};
 
 use log::info;
@@ -19,6 +19,7 @@ use crate::append::AppendFile;
 use crate::cluster::Outgoing;
 use crate::cluster::wire::Shared;
 use crate::control::ConnectionId;
+use crate::history::{Recorder, StoredLine};
 use crate::metrics::Metrics;
 use crate::outbox::{Chunk, Outbox, Round, SharedBytes, line};
 use crate::port::Port;
@@ -36,6 +37,7 @@ mod guesses;
 mod notices;
 mod page;
 mod remote;
+mod search;
 mod shared;
 mod waker;
 
@@ -66,6 +68,11 @@ pub(crate) struct HubSettings {
     pub metrics: Arc<Metrics>,
     /// With `--cluster`: where to send shared events, this node's name and incarnation.
     pub cluster: Option<(crossbeam_channel::Sender<Outgoing>, String, u64)>,
+    /// With `--history-db`: the history thread, and the hub's own channel for the answers
+    /// to searches.
+    pub history_db: Option<(Recorder, SyncSender<Event>)>,
+    /// Lines the history file kept, put back in their rooms at start-up.
+    pub restored: Vec<StoredLine>,
 }
 
 /// Runs the hub on the current thread until [`Event::Stop`].
@@ -88,6 +95,8 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         guesses: guesses::Guesses::default(),
         browsers: 0,
     };
+    let restored = std::mem::take(&mut hub.settings.restored);
+    hub.restore_history(restored);
     loop {
         // Wait for an event, or for what is due: a pass over waiting output, a retry of
         // blocked output, or the close of a big room's window of notices.
@@ -216,6 +225,7 @@ impl Hub {
             Event::Stop => return true,
             Event::Writable => {}
             Event::Cluster(incoming) => self.handle_cluster(incoming),
+            Event::Found { id, text, result } => self.found(id, &text, result),
         }
         false
     }

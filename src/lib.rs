@@ -28,6 +28,7 @@ mod control;
 mod dump;
 mod echo;
 mod error;
+mod history;
 mod hub;
 mod limits;
 mod metrics;
@@ -162,6 +163,8 @@ fn check_mode(config: &Config, mode: &Mode) -> Result<(), Error> {
         "--cluster joins chat servers only"
     } else if config.tls.is_some() {
         "--tls-* serves the chat only"
+    } else if config.history_db.is_some() {
+        "--history-db keeps the chat's history only"
     } else {
         return Ok(());
     };

@@ -133,6 +133,13 @@ struct SharedOptions {
     /// Chat: append every public line, with its time and room, to FILE.
     #[arg(long, global = true, value_name = "FILE")]
     transcript: Option<PathBuf>,
+    /// Chat: keep every room's history in the SQLite file FILE (created if missing), so
+    /// that it survives restarts and /search finds older lines.
+    #[arg(long, global = true, env = "TCPCHAT_HISTORY_DB", value_name = "FILE")]
+    history_db: Option<PathBuf>,
+    /// Chat: with --history-db, remove lines older than N days (0 keeps everything).
+    #[arg(long, global = true, default_value_t = DEFAULTS.history_days, value_name = "N")]
+    history_days: u32,
     /// Chat: also serve the chat page and its WebSocket on [HOST:]PORT (0 picks a free port).
     #[arg(long, global = true, value_name = "[HOST:]PORT")]
     web: Option<String>,
@@ -207,6 +214,8 @@ impl SharedOptions {
             op_password: self.op_password.clone().filter(|p| !p.is_empty()),
             motd: self.motd.clone(),
             transcript: self.transcript.clone(),
+            history_db: self.history_db.clone(),
+            history_days: self.history_days,
             drain_timeout: Duration::from_secs(self.drain_timeout),
             web: self.web.clone(),
             metrics: self.metrics.clone(),

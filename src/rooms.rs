@@ -101,8 +101,18 @@ impl Rooms {
         }
     }
 
+    /// Forgets every room's history (the cluster's shared history replaces a node's own).
+    pub(crate) fn forget_histories(&mut self) {
+        for room in self.rooms.values_mut() {
+            room.history.clear();
+        }
+    }
+
     /// The room's remembered lines, oldest first, with the time each was said.
-    pub(crate) fn history(&self, id: RoomId) -> impl Iterator<Item = &(SystemTime, String)> {
+    pub(crate) fn history(
+        &self,
+        id: RoomId,
+    ) -> impl DoubleEndedIterator<Item = &(SystemTime, String)> {
         self.rooms
             .get(&id)
             .into_iter()

@@ -226,6 +226,11 @@ impl Hub {
         };
         match incoming {
             Incoming::History(entries) => {
+                // The cluster's history is everyone's: it replaces what this node's
+                // history file gave back, unless Redis has none (it lost it).
+                if !entries.is_empty() {
+                    self.rooms.forget_histories();
+                }
                 for (at, envelope) in entries {
                     if let Shared::Said { room, line, .. } = envelope.event {
                         let room = self.rooms.find_or_create(&room);

@@ -131,6 +131,7 @@ impl Hub {
                 self.reply(id, text);
                 self.tell_page(id, |hub| hub.people_event(room));
             }
+            Input::Search(text) => self.search(id, room, text),
             Input::Rooms => {
                 let list: Vec<String> = self
                     .rooms

@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 
 use crate::cluster::Incoming;
 use crate::control::ConnectionId;
+use crate::history::Found;
 use crate::port::Port;
 use crate::protocol::Input;
 use crate::transport::DirectOutput;
@@ -46,6 +47,12 @@ pub(crate) enum Event {
     Writable,
     /// News from the cluster's threads (`--cluster`).
     Cluster(Incoming),
+    /// The history thread's answer to a client's `/search` (`--history-db`).
+    Found {
+        id: ConnectionId,
+        text: String,
+        result: Result<Found, String>,
+    },
 }
 
 /// Why a client left, as shown to the others in `* nick left (REASON)`.

@@ -55,9 +55,10 @@ impl Hub {
             Shared::Said {
                 room,
                 id,
-                nick: _,
+                nick,
                 line,
             } => {
+                self.store_history(room, &nick, &line);
                 if let Origin::Node {
                     during_split: true, ..
                 } = origin

@@ -31,6 +31,8 @@ pub enum Input {
     Join(String),
     /// `/rooms`
     Rooms,
+    /// `/search TEXT`
+    Search(String),
     /// `/time on` or `/time off`
     Time(bool),
     /// `/op PASSWORD`
@@ -77,6 +79,8 @@ pub fn parse_line(mut line: String) -> Option<Input> {
         "help" => Input::Help,
         "who" => Input::Who,
         "rooms" => Input::Rooms,
+        "search" if rest.is_empty() => Input::Usage("/search TEXT"),
+        "search" => Input::Search(rest.to_owned()),
         "join" if rest.is_empty() => Input::Usage("/join ROOM"),
         "join" => Input::Join(rest.to_owned()),
         "time" => match rest.to_ascii_lowercase().as_str() {
@@ -179,6 +183,7 @@ pub const HELP: &str = "\
 *   /who             list who is in your room
 *   /join ROOM       go to ROOM (created if needed); everyone starts in lobby
 *   /rooms           list the rooms and how many are in each
+*   /search TEXT     the last 20 lines of your room that contain TEXT
 *   /time on|off     prefix each line you receive with the time (HH:MM)
 *   /op PASSWORD     become an operator, who can:
 *     /kick NICK [REASON]   /mute NICK   /unmute NICK   /wall TEXT
@@ -239,6 +244,11 @@ mod tests {
         assert_eq!(parse_line("/join games"), Some(Input::Join("games".into())));
         assert_eq!(parse_line("/join"), Some(Input::Usage("/join ROOM")));
         assert_eq!(parse_line("/rooms"), Some(Input::Rooms));
+        assert_eq!(
+            parse_line("/search Home Work"),
+            Some(Input::Search(String::from("Home Work")))
+        );
+        assert_eq!(parse_line("/search"), Some(Input::Usage("/search TEXT")));
         assert_eq!(
             parse_line("/kick bob spamming the room"),
             Some(Input::Kick {

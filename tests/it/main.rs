@@ -8,6 +8,7 @@ mod dump;
 mod echo;
 mod floods;
 mod hardening;
+mod history;
 mod listeners;
 mod metrics;
 mod moderation;

@@ -1,0 +1,236 @@
+//! The history file itself: checking that a file is ours before anything touches it,
+//! one tcpchat at a time (a lock), the schema and its migrations, and the queries. Only
+//! the history thread (mod.rs) uses it once the server runs.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::{Found, StoredLine};
+use crate::error::Error;
+
+/// Marks a database as tcpchat's (`PRAGMA application_id`): "tcpc".
+const APPLICATION_ID: i32 = 0x7463_7063;
+/// The schema, one migration per version (`PRAGMA user_version` counts those applied).
+/// Append, never edit: a file made by an earlier tcpchat is brought up to date by the
+/// ones it lacks.
+const MIGRATIONS: &[&str] = &["CREATE TABLE lines (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        room TEXT NOT NULL,
+        nick TEXT NOT NULL,
+        line TEXT NOT NULL
+    );
+    CREATE INDEX lines_by_room ON lines (room COLLATE NOCASE, id);
+    CREATE INDEX lines_by_time ON lines (at_ms);"];
+/// What every SQLite file starts with.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// An open history file, locked for this process.
+pub(super) struct Store {
+    connection: Connection,
+    path: PathBuf,
+    /// Holds the lock (flock) while the store is open.
+    lock: File,
+}
+
+impl Store {
+    /// Opens `path` (created if missing) after checking, without changing it, that it is
+    /// a tcpchat history database of a version this tcpchat knows and that no other
+    /// tcpchat uses it; then brings its schema up to date.
+    pub(super) fn open(path: &Path) -> Result<Store, Error> {
+        let refuse = |why: &str| {
+            Error::History(format!(
+                "{} is not a tcpchat history database ({why}); it was left as it is",
+                path.display()
+            ))
+        };
+        let open_error = |source| Error::OpenFile {
+            path: path.to_owned(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(open_error)?;
+        // SAFETY: flock only reads the descriptor, which `lock` keeps open.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Error::History(format!(
+                    "{} is in use by another tcpchat (one file, one server)",
+                    path.display()
+                )));
+            }
+            return Err(open_error(error));
+        }
+        let is_new = lock.metadata().map_err(open_error)?.len() == 0;
+        if !is_new {
+            let mut header = [0u8; 16];
+            let read = (&lock).read(&mut header).map_err(open_error)?;
+            if read < header.len() || &header != SQLITE_HEADER {
+                return Err(refuse("not an SQLite file"));
+            }
+        }
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|error| refuse(&error.to_string()))?;
+        let pragma = |name: &str| -> Result<i64, Error> {
+            connection
+                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .map_err(|error| refuse(&error.to_string()))
+        };
+        let (application_id, version) = (pragma("application_id")?, pragma("user_version")?);
+        if !is_new && application_id != i64::from(APPLICATION_ID) {
+            let has_tables: i64 = connection
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(|error| refuse(&error.to_string()))?;
+            if has_tables > 0 || application_id != 0 {
+                return Err(refuse("another program's SQLite database"));
+            }
+        }
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(Error::History(format!(
+                "{} was written by a newer tcpchat (schema version {version}; this one knows up to {known}); it was left as it is",
+                path.display()
+            )));
+        }
+        let store = Store {
+            connection,
+            path: path.to_owned(),
+            lock,
+        };
+        store
+            .prepare(version)
+            .map_err(|error| store.error(&error))?;
+        Ok(store)
+    }
+
+    /// WAL (readers never wait for the writer; a commit is one append), every commit on
+    /// the disk before it returns (a power cut loses no committed line), and the
+    /// migrations this file lacks.
+    fn prepare(&self, version: i64) -> rusqlite::Result<()> {
+        self.connection.pragma_update(None, "journal_mode", "WAL")?;
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        self.connection.busy_timeout(Duration::from_secs(1))?;
+        for (number, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let transaction = self.connection.unchecked_transaction()?;
+            transaction.execute_batch(migration)?;
+            transaction.pragma_update(None, "application_id", APPLICATION_ID)?;
+            transaction.pragma_update(None, "user_version", number as i64 + 1)?;
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn error(&self, error: &rusqlite::Error) -> Error {
+        Error::History(format!("history {}: {error}", self.path.display()))
+    }
+
+    /// Whether the file we hold is still the one at the path (not removed or replaced):
+    /// writes to a removed file succeed and are lost.
+    pub(super) fn is_still_there(&self) -> io::Result<()> {
+        let held = self.lock.metadata()?;
+        let at_path = std::fs::metadata(&self.path)?;
+        if (held.dev(), held.ino()) == (at_path.dev(), at_path.ino()) {
+            Ok(())
+        } else {
+            Err(io::Error::other("the file was replaced"))
+        }
+    }
+
+    /// Stores lines in one transaction.
+    pub(super) fn store(&mut self, lines: &[StoredLine]) -> rusqlite::Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO lines (at_ms, room, nick, line) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for line in lines {
+                insert.execute(params![millis(line.at), line.room, line.nick, line.line])?;
+            }
+        }
+        transaction.commit()
+    }
+
+    /// Each room's last `per_room` lines, oldest first.
+    pub(super) fn recent(&self, per_room: usize) -> rusqlite::Result<Vec<StoredLine>> {
+        let mut query = self.connection.prepare(
+            "SELECT at_ms, room, nick, line FROM (
+                 SELECT *, row_number() OVER (PARTITION BY lower(room) ORDER BY id DESC) AS n
+                 FROM lines)
+             WHERE n <= ?1 ORDER BY id",
+        )?;
+        let rows = query.query_map([per_room as i64], |row| {
+            Ok(StoredLine {
+                at: from_millis(row.get(0)?),
+                room: row.get(1)?,
+                nick: row.get(2)?,
+                line: row.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The last `limit` lines of `room` that contain `text` (ignoring case), oldest first.
+    pub(super) fn search(&self, room: &str, text: &str, limit: usize) -> rusqlite::Result<Found> {
+        let needle = text.to_lowercase();
+        let mut query = self.connection.prepare_cached(
+            "SELECT at_ms, line FROM lines WHERE room = ?1 COLLATE NOCASE ORDER BY id DESC",
+        )?;
+        let mut rows = query.query([room])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            let line: String = row.get(1)?;
+            if said_text(&line).to_lowercase().contains(&needle) {
+                found.push((from_millis(row.get(0)?), line));
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        found.reverse();
+        Ok(found)
+    }
+
+    /// Removes lines older than `days` days; returns how many.
+    pub(super) fn forget_older_than(&self, days: u32) -> rusqlite::Result<usize> {
+        let age = Duration::from_secs(u64::from(days) * 24 * 60 * 60);
+        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        self.connection
+            .execute("DELETE FROM lines WHERE at_ms < ?1", [millis(cutoff)])
+    }
+}
+
+/// What a line says, without the nick that starts it (`[ann] hello` -> `hello`), so that
+/// a search finds words, not whoever said them.
+pub(crate) fn said_text(line: &str) -> &str {
+    match line
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once("] "))
+    {
+        Some((_, text)) => text,
+        None => line,
+    }
+}
+
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}

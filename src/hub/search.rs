@@ -1,0 +1,86 @@
+//! `/search TEXT` and the history file: what the hub hands the history thread
+//! (`--history-db`), and how a search is answered, from the file or, without one, from
+//! the rooms' history in memory.
+
+use std::time::SystemTime;
+
+use super::{Event, Hub};
+use crate::clock::date_and_time;
+use crate::control::ConnectionId;
+use crate::history::{self, Found, SEARCH_LIMIT, StoredLine};
+use crate::rooms::RoomId;
+
+impl Hub {
+    /// Puts lines kept in the history file back in their rooms' history (at start-up).
+    pub(super) fn restore_history(&mut self, lines: Vec<StoredLine>) {
+        for stored in lines {
+            let room = self.rooms.find_or_create(&stored.room);
+            self.rooms.record_at(room, stored.line, stored.at);
+        }
+    }
+
+    /// Hands a line said in `room` to the history file, if there is one.
+    pub(super) fn store_history(&self, room: RoomId, nick: &str, line: &str) {
+        if let Some((recorder, _)) = &self.settings.history_db {
+            recorder.store(StoredLine {
+                at: SystemTime::now(),
+                room: self.rooms.name(room).to_owned(),
+                nick: nick.to_owned(),
+                line: line.to_owned(),
+            });
+        }
+    }
+
+    /// `/search TEXT` in `room`: asked of the history thread (answered with
+    /// [`Event::Found`]), or answered now from the history in memory.
+    pub(super) fn search(&mut self, id: ConnectionId, room: RoomId, text: String) {
+        match &self.settings.history_db {
+            Some((recorder, hub)) => {
+                let hub = hub.clone();
+                let asked = text.clone();
+                let answer = Box::new(move |result| {
+                    let _ = hub.send(Event::Found {
+                        id,
+                        text: asked,
+                        result,
+                    });
+                });
+                recorder.search(self.rooms.name(room).to_owned(), text, answer);
+            }
+            None => {
+                let needle = text.to_lowercase();
+                let mut found: Found = self
+                    .rooms
+                    .history(room)
+                    .rev()
+                    .filter(|(_, line)| history::said_text(line).to_lowercase().contains(&needle))
+                    .take(SEARCH_LIMIT)
+                    .cloned()
+                    .collect();
+                found.reverse();
+                self.found(id, &text, Ok(found));
+            }
+        }
+    }
+
+    /// Shows a search's result: each line with its date and time, then how many.
+    pub(super) fn found(&mut self, id: ConnectionId, text: &str, result: Result<Found, String>) {
+        let found = match result {
+            Ok(found) => found,
+            Err(why) => return self.reply(id, format!("! search failed: {why}")),
+        };
+        let mut reply = String::new();
+        for (at, line) in &found {
+            reply.push_str(&format!("* {} {line}\n", date_and_time(*at)));
+        }
+        reply.push_str(&match found.len() {
+            0 => format!("* no line found with \"{text}\""),
+            1 => format!("* 1 line found with \"{text}\""),
+            SEARCH_LIMIT => format!(
+                "* {SEARCH_LIMIT} lines found with \"{text}\" (the most recent {SEARCH_LIMIT}; there may be more)"
+            ),
+            count => format!("* {count} lines found with \"{text}\""),
+        });
+        self.reply(id, reply);
+    }
+}
