@@ -92,6 +92,8 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
             .map(|(requests, node, incarnation)| ClusterView::new(requests, node, incarnation)),
         settings,
         transcript_pending: Vec::new(),
+        history_pending: Vec::new(),
+        history_now: None,
         guesses: guesses::Guesses::default(),
         browsers: 0,
     };
@@ -136,6 +138,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         hub.gathered.send_due(Instant::now(), &mut hub.round);
         hub.send_pending_output();
         hub.write_transcript();
+        hub.flush_history();
         writable.watch(hub.delivery.blocked_sockets(&hub.clients));
         if stop {
             return;
@@ -150,6 +153,10 @@ struct Hub {
     settings: HubSettings,
     /// Transcript lines of this wake-up, not yet written.
     transcript_pending: Vec<u8>,
+    /// History lines of this wake-up for the history file, by room, and their time (one
+    /// per wake-up), not yet handed over.
+    history_pending: Vec<(RoomId, String, String)>,
+    history_now: Option<i64>,
     draining: bool,
     notices: NoticeBatch,
     /// Joins and leaves of big rooms, announced a window at a time.

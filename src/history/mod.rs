@@ -4,8 +4,8 @@
 //! The hub never waits for the disk: it hands each line to the history thread through a
 //! bounded channel ([`Recorder::store`] never blocks), and a search is a request that the
 //! thread answers through a callback the hub gives (the answer reaches the hub as an
-//! event). The thread writes what waits in one transaction, so a line is on the disk
-//! milliseconds after it was said, however busy the chat. When the file cannot be
+//! event). The thread writes what gathered in a fifth of a second in one transaction, so
+//! a line is on the disk well within a second of being said, however busy the chat. When the file cannot be
 //! written, the chat goes on with its in-memory history, the thread keeps what it could
 //! not store and tries again every second, and the server exits with status 1 at the end
 //! if lines were never stored.
@@ -30,8 +30,13 @@ pub(crate) use store::said_text;
 /// Lines that may wait for the history thread. Far more than a second of the busiest
 /// chat: a full channel means the disk stopped, and what does not fit is counted lost.
 const CHANNEL_CAPACITY: usize = 65_536;
-/// Lines kept in memory for another try while the file cannot be written.
+/// Lines kept in memory for another try while the file cannot be written (beyond it, the
+/// older half goes).
 const MAX_UNSTORED: usize = 100_000;
+/// How long the history thread lets lines gather before it writes them: one transaction
+/// (and one insert per room) for all of them, and no wake-up per line. Well within the
+/// promise that a line said a second before a kill is kept.
+const BATCH_WINDOW: Duration = Duration::from_millis(200);
 /// How often writing is tried again after a failure.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// How often lines older than `--history-days` are removed (and at start-up).
@@ -49,6 +54,17 @@ pub(crate) struct StoredLine {
     pub line: String,
 }
 
+/// Lines of one room, encoded as the file keeps them (see [`encode_line`]): what the hub
+/// hands over once per wake-up, so that a line costs it a copy, not a message.
+pub(crate) struct Chunk {
+    pub room: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub lines: String,
+}
+
+pub(crate) use store::{encode_line, millis};
+
 /// Lines a search found, oldest first, with when each was said.
 pub(crate) type Found = Vec<(SystemTime, String)>;
 
@@ -56,7 +72,7 @@ pub(crate) type Found = Vec<(SystemTime, String)>;
 pub(crate) type SearchReply = Box<dyn FnOnce(Result<Found, String>) + Send>;
 
 enum Request {
-    Store(StoredLine),
+    Store(Chunk),
     Search {
         room: String,
         text: String,
@@ -164,15 +180,17 @@ impl History {
 }
 
 impl Recorder {
-    /// Hands a line to the history thread; if its channel is full (the disk stopped), the
-    /// line is counted lost instead of making the hub wait.
-    pub(crate) fn store(&self, line: StoredLine) {
-        if let Err(TrySendError::Full(_)) = self.requests.try_send(Request::Store(line)) {
+    /// Hands lines to the history thread; if its channel is full (the disk stopped), they
+    /// are counted lost instead of making the hub wait.
+    pub(crate) fn store(&self, chunk: Chunk) {
+        if let Err(TrySendError::Full(Request::Store(chunk))) =
+            self.requests.try_send(Request::Store(chunk))
+        {
             let mut losses = self.losses.lock();
             if losses.dropped == 0 {
                 warn!("history: the disk does not keep up; lines go unstored");
             }
-            losses.dropped += 1;
+            losses.dropped += chunk.lines.lines().count() as u64;
         }
     }
 
@@ -197,7 +215,7 @@ fn run(
     losses: &Mutex<Losses>,
     path: &str,
 ) {
-    let mut unstored: Vec<StoredLine> = Vec::new();
+    let mut unstored: Vec<Chunk> = Vec::new();
     let mut next_retention = Instant::now() + RETENTION_EVERY;
     let mut open = true;
     while open || !unstored.is_empty() {
@@ -209,9 +227,12 @@ fn run(
         let mut searches = Vec::new();
         match requests.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
             Ok(first) => {
+                // Meanwhile nobody waits on the channel, so handing a line over costs the
+                // hub no system call.
+                thread::sleep(BATCH_WINDOW);
                 for request in std::iter::once(first).chain(requests.try_iter()) {
                     match request {
-                        Request::Store(line) => unstored.push(line),
+                        Request::Store(chunk) => unstored.push(chunk),
                         Request::Search { room, text, reply } => {
                             searches.push((room, text, reply));
                         }
@@ -245,14 +266,19 @@ fn run(
                         );
                     }
                     losses.failing = Some(why);
-                    if unstored.len() > MAX_UNSTORED {
-                        let excess = unstored.len() - MAX_UNSTORED;
-                        unstored.drain(..excess);
-                        losses.dropped += excess as u64;
+                    let waiting: usize = unstored.iter().map(|c| c.lines.lines().count()).sum();
+                    if waiting > MAX_UNSTORED {
+                        // The oldest go first; what is kept is tried again.
+                        let excess = unstored.len() / 2;
+                        let lost: usize = unstored
+                            .drain(..excess)
+                            .map(|c| c.lines.lines().count())
+                            .sum();
+                        losses.dropped += lost as u64;
                     }
                     if !open {
                         // One last try failed: what is left is reported, not retried.
-                        losses.unstored = unstored.len();
+                        losses.unstored = unstored.iter().map(|c| c.lines.lines().count()).sum();
                         break;
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use super::{Event, Hub};
 use crate::clock::date_and_time;
 use crate::control::ConnectionId;
-use crate::history::{self, Found, SEARCH_LIMIT, StoredLine};
+use crate::history::{self, Chunk, Found, SEARCH_LIMIT, StoredLine};
 use crate::rooms::RoomId;
 
 impl Hub {
@@ -19,14 +19,41 @@ impl Hub {
         }
     }
 
-    /// Hands a line said in `room` to the history file, if there is one.
-    pub(super) fn store_history(&self, room: RoomId, nick: &str, line: &str) {
-        if let Some((recorder, _)) = &self.settings.history_db {
-            recorder.store(StoredLine {
-                at: SystemTime::now(),
-                room: self.rooms.name(room).to_owned(),
-                nick: nick.to_owned(),
-                line: line.to_owned(),
+    /// Keeps a line said in `room` for the history file, if there is one: it goes with
+    /// the others of this wake-up ([`Hub::flush_history`]).
+    pub(super) fn store_history(&mut self, room: RoomId, nick: &str, line: &str) {
+        if self.settings.history_db.is_none() {
+            return;
+        }
+        let now = *self
+            .history_now
+            .get_or_insert_with(|| history::millis(SystemTime::now()));
+        // The room's name now: a room can empty and vanish before the wake-up ends.
+        let pending = match self.history_pending.iter().position(|(r, ..)| *r == room) {
+            Some(index) => &mut self.history_pending[index].2,
+            None => {
+                let name = self.rooms.name(room).to_owned();
+                self.history_pending.push((room, name, String::new()));
+                &mut self.history_pending.last_mut().expect("just pushed").2
+            }
+        };
+        history::encode_line(pending, now, nick, line);
+    }
+
+    /// Hands this wake-up's lines to the history thread: one chunk per room.
+    pub(super) fn flush_history(&mut self) {
+        let Some(now) = self.history_now.take() else {
+            return;
+        };
+        let Some((recorder, _)) = &self.settings.history_db else {
+            return;
+        };
+        for (_, room, lines) in self.history_pending.drain(..) {
+            recorder.store(Chunk {
+                room,
+                first_ms: now,
+                last_ms: now,
+                lines,
             });
         }
     }

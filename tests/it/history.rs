@@ -154,14 +154,15 @@ fn lines_older_than_history_days_are_removed() {
     let day = 24 * 60 * 60 * 1000;
     {
         let connection = rusqlite::Connection::open(&db).expect("open the history");
+        // As the file keeps them: a chunk of lines per room, `MILLIS<TAB>NICK<TAB>LINE`.
         for (at, line) in [
             (now - 10 * day, "[old] ten days ago"),
             (now - day, "[old] yesterday"),
         ] {
             connection
                 .execute(
-                    "INSERT INTO lines (at_ms, room, nick, line) VALUES (?1, 'lobby', 'old', ?2)",
-                    rusqlite::params![at, line],
+                    "INSERT INTO chunks (room, first_ms, last_ms, lines) VALUES ('lobby', ?1, ?1, ?2)",
+                    rusqlite::params![at, format!("{at}\told\t{line}\n")],
                 )
                 .expect("insert");
         }
@@ -173,7 +174,7 @@ fn lines_older_than_history_days_are_removed() {
     assert_eq!(code, Some(0));
     let connection = rusqlite::Connection::open(&db).expect("open the history");
     let left: i64 = connection
-        .query_row("SELECT count(*) FROM lines", [], |row| row.get(0))
+        .query_row("SELECT count(*) FROM chunks", [], |row| row.get(0))
         .expect("count");
     assert_eq!(left, 1);
 }
