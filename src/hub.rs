@@ -156,7 +156,7 @@ struct Hub {
     /// History lines of this wake-up for the history file, by room, and their time (one
     /// per wake-up), not yet handed over.
     history_pending: Vec<(RoomId, String, String)>,
-    history_now: Option<i64>,
+    history_now: Option<(i64, String)>,
     draining: bool,
     notices: NoticeBatch,
     /// Joins and leaves of big rooms, announced a window at a time.

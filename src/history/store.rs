@@ -122,11 +122,13 @@ impl Store {
         Ok(store)
     }
 
-    /// WAL (readers never wait for the writer; a commit is one append), every commit on
-    /// the disk before it returns (a power cut loses no committed line), and the
-    /// migrations this file lacks.
+    /// A rollback journal (one thread reads and writes, so WAL's concurrent readers buy
+    /// nothing, and a chunk is written once instead of to the WAL and again at each
+    /// checkpoint), every commit on the disk before it returns (a power cut loses no
+    /// committed line), and the migrations this file lacks.
     fn prepare(&self, version: i64) -> rusqlite::Result<()> {
-        self.connection.pragma_update(None, "journal_mode", "WAL")?;
+        self.connection
+            .pragma_update(None, "journal_mode", "TRUNCATE")?;
         self.connection.pragma_update(None, "synchronous", "FULL")?;
         self.connection.busy_timeout(Duration::from_secs(1))?;
         for (number, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -259,19 +261,21 @@ impl Store {
     }
 }
 
-/// Appends a line to a chunk's text. Lines, nicks and rooms are sanitised before they
+/// Appends a line said at `at` (milliseconds since the epoch, in decimal: the caller
+/// formats it once for many lines) to a chunk's text. Lines, nicks and rooms are
+/// sanitised before they
 /// get here (no control characters); a tab or line end is made a space all the same, so
 /// that no text can break a chunk's format.
-pub(crate) fn encode_line(chunk: &mut String, at: i64, nick: &str, line: &str) {
-    use std::fmt::Write;
-    let _ = write!(chunk, "{at}\t");
-    for text in [nick, line] {
-        if text.contains(['\t', '\n']) {
+pub(crate) fn encode_line(chunk: &mut String, at: &str, nick: &str, line: &str) {
+    chunk.push_str(at);
+    chunk.push('\t');
+    for (text, end) in [(nick, '\t'), (line, '\n')] {
+        if text.bytes().any(|byte| byte == b'\t' || byte == b'\n') {
             chunk.push_str(&text.replace(['\t', '\n'], " "));
         } else {
             chunk.push_str(text);
         }
-        chunk.push(if std::ptr::eq(text, line) { '\n' } else { '\t' });
+        chunk.push(end);
     }
 }
 
@@ -313,8 +317,8 @@ mod tests {
     #[test]
     fn a_chunk_gives_back_its_lines_and_no_text_can_break_it() {
         let mut chunk = String::new();
-        encode_line(&mut chunk, 1_000, "ann", "[ann] hello");
-        encode_line(&mut chunk, 2_000, "bob", "[bob] a\ttab and a\nline end");
+        encode_line(&mut chunk, "1000", "ann", "[ann] hello");
+        encode_line(&mut chunk, "2000", "bob", "[bob] a\ttab and a\nline end");
         let lines: Vec<(SystemTime, &str, &str)> = decode(&chunk).collect();
         assert_eq!(
             lines,

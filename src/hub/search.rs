@@ -25,9 +25,11 @@ impl Hub {
         if self.settings.history_db.is_none() {
             return;
         }
-        let now = *self
-            .history_now
-            .get_or_insert_with(|| history::millis(SystemTime::now()));
+        // One time for the wake-up's lines, formatted once.
+        let (_, now) = self.history_now.get_or_insert_with(|| {
+            let millis = history::millis(SystemTime::now());
+            (millis, millis.to_string())
+        });
         // The room's name now: a room can empty and vanish before the wake-up ends.
         let pending = match self.history_pending.iter().position(|(r, ..)| *r == room) {
             Some(index) => &mut self.history_pending[index].2,
@@ -42,7 +44,7 @@ impl Hub {
 
     /// Hands this wake-up's lines to the history thread: one chunk per room.
     pub(super) fn flush_history(&mut self) {
-        let Some(now) = self.history_now.take() else {
+        let Some((now, _)) = self.history_now.take() else {
             return;
         };
         let Some((recorder, _)) = &self.settings.history_db else {
