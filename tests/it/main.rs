@@ -2,6 +2,7 @@
 
 mod binary;
 mod browser;
+mod chaos;
 mod chat;
 mod cluster;
 mod dump;
@@ -12,6 +13,7 @@ mod history;
 mod listeners;
 mod metrics;
 mod moderation;
+mod redis_server;
 mod rooms;
 mod send;
 mod service;
