@@ -264,3 +264,64 @@ fn a_file_that_cannot_be_written_keeps_the_chat_going_and_ends_with_status_1() {
         "{log:?}"
     );
 }
+
+/// A cluster node's history file: the node stores what it applies; at start-up the
+/// cluster's shared history (Redis's stream) wins, and the file gives it back when Redis
+/// has none (restarted empty). Never both: no line shown twice.
+#[test]
+fn a_cluster_node_takes_the_shared_history_and_falls_back_on_its_file() {
+    let Some(mut redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let dir = TempDir::new("history-cluster");
+    let db = dir.0.join("history.db");
+    let url = redis.url();
+    let node = |name: &str| {
+        BinaryServer::start(&[
+            "--cluster",
+            &url,
+            "--node-name",
+            name,
+            "--history-db",
+            db.to_str().expect("utf-8"),
+            "--drain-timeout",
+            "0",
+        ])
+    };
+    let server = node("a");
+    let (mut ann, ann_nick) = LineClient::join(server.address);
+    let (mut bob, _) = LineClient::join(server.address);
+    ann.expect_line("joined");
+    ann.send("kept twice over");
+    bob.expect_line("kept twice over");
+    let (code, _) = interrupt(server);
+    assert_eq!(code, Some(0));
+    let said = format!("[{ann_nick}] kept twice over");
+
+    // Redis still has it, and so has the file: shown once, also after the node has read
+    // the stream (a line through it is the proof).
+    let server = node("a");
+    let (mut cy, cy_nick) = LineClient::join(server.address);
+    let (mut dee, _) = LineClient::join(server.address);
+    cy.expect_line("joined");
+    cy.send("through the stream");
+    dee.expect_line("through the stream");
+    let (mut newcomer, _) = LineClient::join(server.address);
+    assert_eq!(
+        history_shown(&mut newcomer),
+        [said.clone(), format!("[{cy_nick}] through the stream")]
+    );
+    let (code, _) = interrupt(server);
+    assert_eq!(code, Some(0));
+
+    // Redis lost it: the file gives it back.
+    redis.restart();
+    let server = node("a");
+    let (mut newcomer, _) = LineClient::join(server.address);
+    assert_eq!(
+        history_shown(&mut newcomer),
+        [said.clone(), format!("[{cy_nick}] through the stream")]
+    );
+    let (code, _) = interrupt(server);
+    assert_eq!(code, Some(0));
+}
