@@ -1,4 +1,4 @@
-//! The README's embedding example, compiled by `cargo test` so that it keeps working.
+//! docs/operations.md's embedding example, compiled by `cargo test` so that it keeps working.
 
 fn main() -> Result<(), tcpchat::Error> {
     let config = tcpchat::Config {

@@ -7,9 +7,9 @@ Three tables:
    tcpchat/Node and tcpchat/ncat;
 2. each scenario's main figures, tcpchat against the best other server of the same round
    (the servers of a round ran back to back), round by round, and the median of those ratios;
-3. the big room's targets (issue 14): p99 with churn / p99 without, and the churn's
+3. the big room's targets: p99 with churn / p99 without, and the churn's
    connections/s beside the big room / the churn scenario's against an empty server;
-4. the cluster (issue 11): fanout and latency against three tcpchat nodes and one Redis
+4. the cluster: fanout and latency against three tcpchat nodes and one Redis
    (raw rows `cluster-fanout` and `cluster-latency`, server `cluster`) and against one
    tcpchat node in the same round (server `one-node`): the medians of both, then the
    targets round by round (three nodes deliver at least as many lines/s as one, every
@@ -283,7 +283,7 @@ TARGETS = [
      "at least 0.5", ("big-room-churn", "churn_connections_per_s"), ("churn", "connections_per_s"), lambda r: r >= 0.5),
 ]
 targets = {}
-header3 = ["big room (issue 14)"] + servers
+header3 = ["big room"] + servers
 lines3 = ["| " + " | ".join(header3) + " |", "|" + "---|" * len(header3)]
 
 
@@ -310,7 +310,7 @@ for key, what, goal, top, bottom, met in TARGETS:
 table3 = "\n".join(lines3)
 
 
-# 4. The cluster against one node (issue 11).
+# 4. The cluster against one node.
 SETUPS = ("one-node", "cluster")
 has_cluster = any(r["server"] in SETUPS for r in rows)
 # (scenario, metric, label, better) as in METRICS; "lost" is computed from the counts.
@@ -460,7 +460,7 @@ if has_cluster:
         ("fanout_p99_difference_ms", "fanout: p99 at full speed, cluster − one node, ms", "",
          compared("cluster-fanout", "p99_ms", "difference"), diff_cell, fmt_diff, None),
     ]
-    header5 = ["cluster vs one node, round by round (issue 11)"] + [f"round {rnd}" for rnd in rounds] + ["median"]
+    header5 = ["cluster vs one node, round by round"] + [f"round {rnd}" for rnd in rounds] + ["median"]
     lines5 = ["| " + " | ".join(header5) + " |", "|" + "---|" * len(header5)]
     targets5 = {}
     for key, label, goal, items, cell, median_cell, met in CLUSTER_TARGETS:
@@ -500,7 +500,7 @@ note6 = ("CPU time the machine's host took from it (steal in /proc/stat, all CPU
 report = (f"{note}\n\n{table}\n\n{note2}\n\n{table2}\n\n{note6}\n\n{table6}\n\n"
           f"{note3}\n\n{table3}\n")
 if has_cluster:
-    note4 = ("The cluster (issue 11): three tcpchat nodes and one Redis on this machine, the clients"
+    note4 = ("The cluster: three tcpchat nodes and one Redis on this machine, the clients"
              " (senders too) spread round-robin over the nodes, against one tcpchat node in the same"
              " round, back to back (one node first in odd rounds, the cluster first in even ones)."
              " Each cluster run starts its own Redis and nodes and waits until a line said on each"

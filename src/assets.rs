@@ -67,8 +67,14 @@ fn service_sections() -> Roff {
     entry(
         &mut roff,
         "1",
-        "It could not start (the port is taken, a file cannot be opened, bad options) or \
-         could not finish cleanly; one line on stderr says why.",
+        "It could not start (the port is taken, a file cannot be opened or is not a \
+         tcpchat history database) or could not finish cleanly (lines of the transcript, \
+         dump or history not stored); one line on stderr says why.",
+    );
+    entry(
+        &mut roff,
+        "2",
+        "A mistake in the command line or options: the usage error says what.",
     );
     entry(
         &mut roff,

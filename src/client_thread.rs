@@ -84,7 +84,7 @@ pub(crate) struct ClientLimits {
 /// what the transport writes back (telnet answers, pongs) is paced with what caused it.
 /// Waiting for a token keeps this thread from reading, which is what slows a flooder down.
 /// Returns false if the connection was closed meanwhile or the hub is gone.
-#[inline(never)] // see serve_client
+#[inline(never)] // a frame of its own: ARCHITECTURE.md, "Stack sizes"
 fn forward(
     connection: &Connection,
     hub: &SyncSender<Event>,
@@ -143,7 +143,7 @@ fn forward(
 
 /// Cuts the inputs at the first `/quit`: lines before it are delivered, lines after it are
 /// not (the client asked to leave). Returns the quit's reason.
-#[inline(never)] // see serve_client
+#[inline(never)] // a frame of its own: ARCHITECTURE.md, "Stack sizes"
 fn take_quit(inputs: &mut Vec<Input>) -> Option<Option<String>> {
     let position = inputs
         .iter()

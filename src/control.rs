@@ -1,5 +1,5 @@
 //! What the threads of a server tell each other, shared by the acceptor (server.rs), the
-//! connection places (limits.rs) and the supervisor (shutdown.rs): connection numbers, the
+//! connection places (places.rs) and the supervisor (shutdown.rs): connection numbers, the
 //! supervisor's messages, and the handle that asks for a shutdown.
 
 use std::net::TcpStream;

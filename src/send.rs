@@ -94,7 +94,7 @@ fn send_whole_file(file: &mut File, stream: &TcpStream) -> io::Result<u64> {
         // sendfile read from, and advance, the file's own position. Unlike send, it cannot
         // be told not to raise SIGPIPE when the client is gone: Rust programs ignore
         // SIGPIPE (std sets that up before main), so it fails with EPIPE instead; a program
-        // in another language that embeds the library must ignore SIGPIPE too (README).
+        // in another language that embeds the library must ignore SIGPIPE too (docs/operations.md, "Embedding the library").
         let result = unsafe {
             libc::sendfile(
                 stream.as_raw_fd(),

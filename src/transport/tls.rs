@@ -82,7 +82,7 @@ impl Tls {
 
     /// Runs the handshake on the connection's own thread, within [`HANDSHAKE_DEADLINE`].
     /// Before it is done the client is nobody's but this thread's, so it writes itself.
-    #[inline(never)] // its frame only during the handshake: see client_thread::serve_client
+    #[inline(never)] // its frame only during the handshake: ARCHITECTURE.md, "Stack sizes"
     pub(crate) fn accept(&self, stream: &TcpStream) -> io::Result<Arc<TlsSession>> {
         let mut connection = ServerConnection::new(Arc::clone(&self.config))
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;

@@ -43,7 +43,7 @@ pub(crate) struct WebSettings {
 }
 
 /// Serves one connection on the web port: a page, an error, or a chat client.
-#[inline(never)] // its frame only for web connections: see client_thread::serve_client
+#[inline(never)] // its frame only for web connections: ARCHITECTURE.md, "Stack sizes"
 pub(crate) fn serve(
     connection: Connection,
     hub: &SyncSender<Event>,
