@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the cluster's chaos test for a while (tests/it/chaos.rs, `long_chaos_run`): three
+# Runs the cluster's chaos test for a while (tests/it/chaos/, `long_chaos_run`): three
 # release-built nodes and a redis-server on 127.0.0.1, nodes killed and restarted, Redis
 # paused and restarted empty, a node cut from Redis, while clients chat; then checks that
 # no line was doubled, lost (beyond what a killed node took with it) or seen out of order,

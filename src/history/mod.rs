@@ -121,16 +121,16 @@ impl History {
                 .forget_older_than(days)
                 .map_err(|error| store.error(&error))?;
             if removed > 0 {
-                info!("history: removed {removed} lines older than {days} days");
+                info!("history: removed {} older than {days} days", lines(removed));
             }
         }
         let recent = store
             .recent(per_room)
             .map_err(|error| store.error(&error))?;
         info!(
-            "history in {}: {} lines back in their rooms",
+            "history in {}: {} back in their rooms",
             path.display(),
-            recent.len()
+            lines(recent.len() as u64)
         );
         let (requests, receiver) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let losses = Arc::new(Mutex::new(Losses::default()));
@@ -203,6 +203,14 @@ impl Recorder {
         {
             reply(Err(String::from("the history is busy, try again")));
         }
+    }
+}
+
+/// `1 line`, `2 lines`.
+fn lines(count: u64) -> String {
+    match count {
+        1 => String::from("1 line"),
+        count => format!("{count} lines"),
     }
 }
 
@@ -297,7 +305,7 @@ fn run(
             if days > 0 {
                 match store.forget_older_than(days) {
                     Ok(removed) if removed > 0 => {
-                        info!("history: removed {removed} lines older than {days} days");
+                        info!("history: removed {} older than {days} days", lines(removed));
                     }
                     Ok(_) => {}
                     Err(error) => warn!("history: cannot remove old lines: {error}"),

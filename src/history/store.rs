@@ -252,12 +252,20 @@ impl Store {
     }
 
     /// Removes lines older than `days` days (whole chunks: a chunk spans a fifth of a
-    /// second); returns how many chunks.
-    pub(super) fn forget_older_than(&self, days: u32) -> rusqlite::Result<usize> {
+    /// second); returns how many lines.
+    pub(super) fn forget_older_than(&self, days: u32) -> rusqlite::Result<u64> {
         let age = Duration::from_secs(u64::from(days) * 24 * 60 * 60);
-        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
-        self.connection
-            .execute("DELETE FROM chunks WHERE last_ms < ?1", [millis(cutoff)])
+        let cutoff = millis(SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH));
+        let transaction = self.connection.unchecked_transaction()?;
+        let lines: i64 = transaction.query_row(
+            "SELECT coalesce(sum(length(lines) - length(replace(lines, char(10), ''))), 0)
+             FROM chunks WHERE last_ms < ?1",
+            [cutoff],
+            |row| row.get(0),
+        )?;
+        transaction.execute("DELETE FROM chunks WHERE last_ms < ?1", [cutoff])?;
+        transaction.commit()?;
+        Ok(u64::try_from(lines).unwrap_or(0))
     }
 }
 

@@ -1,120 +1,15 @@
 //! `--cluster`: nodes joined through a real `redis-server` on a free port (persistence
 //! off), in-process and as the real binary: one chat, one order, and every failure told.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use tcpchat::{Config, Server};
 
-use crate::support::{self, BinaryServer, LineClient, PATIENCE, start_chat};
+use crate::redis_server::RedisServer;
+use crate::support::{BinaryServer, LineClient, start_chat};
 
-/// A redis-server of the test's own, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one, or returns None (with a note) where redis-server is not installed.
-    fn start() -> Option<Redis> {
-        if !support::programs_available(&["redis-server"]) {
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        Some(Redis::start_on(port))
-    }
-
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits until one of the clients that read the stream sent no command for a second:
-    /// a node that stands still (a moving node's reader asks again every half second).
-    fn wait_until_a_reader_is_idle(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let clients = self.command("CLIENT LIST");
-            let idle_reader = clients.lines().any(|client| {
-                client.contains(" cmd=xread")
-                    && client
-                        .split(' ')
-                        .find_map(|field| field.strip_prefix("idle="))
-                        .and_then(|idle| idle.parse::<u64>().ok())
-                        .is_some_and(|idle| idle >= 1)
-            });
-            if idle_reader {
-                return;
-            }
-            assert!(Instant::now() < deadline, "no reader went idle: {clients}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends an inline command and returns the bulk string it answers.
-    fn command(&self, command: &str) -> String {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
-        stream
-            .write_all(format!("{command}\r\n").as_bytes())
-            .expect("send to Redis");
-        let mut reader = BufReader::new(stream);
-        let mut header = String::new();
-        reader.read_line(&mut header).expect("Redis answers");
-        let length: usize = header
-            .trim()
-            .strip_prefix('$')
-            .and_then(|length| length.parse().ok())
-            .unwrap_or_else(|| panic!("not a bulk string: {header}"));
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).expect("the answer");
-        String::from_utf8_lossy(&body).into_owned()
-    }
-
-    /// Kills it and starts a new, empty one on the same port.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        *self = Redis::start_on(self.port);
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node_config(redis: &Redis, name: &str) -> Config {
+fn node_config(redis: &RedisServer, name: &str) -> Config {
     Config {
         cluster: Some(redis.url()),
         node_name: Some(name.to_owned()),
@@ -124,7 +19,7 @@ fn node_config(redis: &Redis, name: &str) -> Config {
     }
 }
 
-fn node(redis: &Redis, name: &str) -> Server {
+fn node(redis: &RedisServer, name: &str) -> Server {
     // The nodes' log, shown with a failing test's output.
     let _ = env_logger::builder()
         .is_test(true)
@@ -155,7 +50,9 @@ fn join_linked(server: SocketAddr, witness: &mut LineClient) -> (LineClient, Str
 
 #[test]
 fn nodes_share_one_chat_with_nicks_who_msg_and_kick() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let a = start_chat(Config {
         op_password: Some(String::from("sesame")),
         ..node_config(&redis, "a")
@@ -205,7 +102,9 @@ fn nodes_share_one_chat_with_nicks_who_msg_and_kick() {
 
 #[test]
 fn two_senders_on_two_nodes_are_seen_in_one_order_by_everyone() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let (mut reader_a, _) = LineClient::join(a.local_addr());
     let (mut reader_b, _) = join_linked(b.local_addr(), &mut reader_a);
@@ -254,7 +153,9 @@ fn two_senders_on_two_nodes_are_seen_in_one_order_by_everyone() {
 
 #[test]
 fn a_killed_node_is_announced_as_lost_and_frees_its_nicks() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let a = node(&redis, "a");
     let (mut ann, _) = LineClient::join(a.local_addr());
     let url = redis.url();
@@ -278,7 +179,9 @@ fn a_killed_node_is_announced_as_lost_and_frees_its_nicks() {
 
 #[test]
 fn a_node_stopped_with_ctrl_c_lets_its_users_leave_normally() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let a = node(&redis, "a");
     let b = start_chat(Config {
         drain_timeout: Duration::from_secs(0),
@@ -296,7 +199,7 @@ fn a_node_stopped_with_ctrl_c_lets_its_users_leave_normally() {
 
 #[test]
 fn redis_killed_or_paused_loses_nothing_and_doubles_nothing() {
-    let Some(mut redis) = Redis::start() else {
+    let Some(mut redis) = RedisServer::start() else {
         return;
     };
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
@@ -358,7 +261,9 @@ fn redis_killed_or_paused_loses_nothing_and_doubles_nothing() {
 
 #[test]
 fn a_nick_taken_on_both_sides_of_a_split_stays_with_whoever_took_it_first() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let (mut ann, _) = LineClient::join(a.local_addr());
     let (mut bob, _) = join_linked(b.local_addr(), &mut ann);
@@ -390,7 +295,9 @@ fn a_nick_taken_on_both_sides_of_a_split_stays_with_whoever_took_it_first() {
 
 #[test]
 fn a_node_that_reaches_redis_late_tells_its_clients_who_is_on_the_others() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let (mut ann, _) = LineClient::join(a.local_addr());
     let (mut bob, _) = join_linked(b.local_addr(), &mut ann);
@@ -418,7 +325,9 @@ fn a_node_that_reaches_redis_late_tells_its_clients_who_is_on_the_others() {
 
 #[test]
 fn two_renames_in_a_row_both_take_effect_in_order() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));
     let (mut ann, _) = LineClient::join(a.local_addr());
     let (mut bob, _) = join_linked(b.local_addr(), &mut ann);
@@ -461,7 +370,9 @@ fn numbered_lines(
 
 #[test]
 fn a_talkers_lines_keep_their_order_on_every_node_when_redis_stalls() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     // Heartbeats far apart, so that none falls in the stall below.
     let config = |name| Config {
         cluster_timeout: Duration::from_secs(30),
@@ -503,7 +414,7 @@ fn a_talkers_lines_keep_their_order_on_every_node_when_redis_stalls() {
 
 #[test]
 fn a_line_said_just_before_redis_restarts_empty_reaches_every_node() {
-    let Some(mut redis) = Redis::start() else {
+    let Some(mut redis) = RedisServer::start() else {
         return;
     };
     let a = node(&redis, "a");

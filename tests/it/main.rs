@@ -13,6 +13,7 @@ mod history;
 mod listeners;
 mod metrics;
 mod moderation;
+mod proxy;
 mod redis_server;
 mod rooms;
 mod send;

@@ -1,11 +1,12 @@
 //! A `redis-server` of the test's own on 127.0.0.1 (persistence off), for the cluster's
 //! tests: started on a free port or a given one, paused and resumed with signals, killed
-//! and restarted empty on the same port, and killed when dropped.
+//! and restarted empty on the same port, asked a command, and killed when dropped.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::support::{self, PATIENCE};
 
@@ -67,6 +68,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -78,6 +80,47 @@ impl RedisServer {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} redis-server failed");
+    }
+
+    /// Waits until one of the clients that read the stream sent no command for a second:
+    /// a node that stands still (a moving node's reader asks again every half second).
+    pub fn wait_until_a_reader_is_idle(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let clients = self.command("CLIENT LIST");
+            let idle_reader = clients.lines().any(|client| {
+                client.contains(" cmd=xread")
+                    && client
+                        .split(' ')
+                        .find_map(|field| field.strip_prefix("idle="))
+                        .and_then(|idle| idle.parse::<u64>().ok())
+                        .is_some_and(|idle| idle >= 1)
+            });
+            if idle_reader {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no reader went idle: {clients}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends an inline command and returns the bulk string it answers.
+    pub fn command(&self, command: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .expect("send to Redis");
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).expect("Redis answers");
+        let length: usize = header
+            .trim()
+            .strip_prefix('$')
+            .and_then(|length| length.parse().ok())
+            .unwrap_or_else(|| panic!("not a bulk string: {header}"));
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("the answer");
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// Kills it (paused or not) and starts a new, empty one on the same port.
