@@ -306,22 +306,16 @@ fn a_cluster_node_takes_the_shared_history_and_falls_back_on_its_file() {
     cy.expect_line("joined");
     cy.send("through the stream");
     dee.expect_line("through the stream");
-    let (mut newcomer, _) = LineClient::join(server.address);
-    assert_eq!(
-        history_shown(&mut newcomer),
-        [said.clone(), format!("[{cy_nick}] through the stream")]
-    );
-    let (code, _) = interrupt(server);
-    assert_eq!(code, Some(0));
+    let expected = [said, format!("[{cy_nick}] through the stream")];
+    let shows_history_once = |server: BinaryServer| {
+        let (mut newcomer, _) = LineClient::join(server.address);
+        assert_eq!(history_shown(&mut newcomer), expected);
+        let (code, _) = interrupt(server);
+        assert_eq!(code, Some(0));
+    };
+    shows_history_once(server);
 
     // Redis lost it: the file gives it back.
     redis.restart();
-    let server = node("a");
-    let (mut newcomer, _) = LineClient::join(server.address);
-    assert_eq!(
-        history_shown(&mut newcomer),
-        [said.clone(), format!("[{cy_nick}] through the stream")]
-    );
-    let (code, _) = interrupt(server);
-    assert_eq!(code, Some(0));
+    shows_history_once(node("a"));
 }
