@@ -66,6 +66,16 @@ impl Chat {
             Some(certificate) => Some(Tls::new(certificate, certificate_names(config))?),
             None => None,
         };
+        // Before the cluster's threads: a history file refused stops the start with
+        // nothing to stop.
+        let (history, restored) = match &config.history_db {
+            Some(path) => {
+                let (history, recorder, restored) =
+                    History::open(path, config.history_days, config.history)?;
+                (Some((history, recorder)), restored)
+            }
+            None => (None, Vec::new()),
+        };
         let cluster = match &config.cluster {
             Some(url) => {
                 // The cluster's news reaches the hub as one more kind of event.
@@ -75,14 +85,6 @@ impl Chat {
                 Some(Cluster::start(cluster_settings(config, url), to_hub)?)
             }
             None => None,
-        };
-        let (history, restored) = match &config.history_db {
-            Some(path) => {
-                let (history, recorder, restored) =
-                    History::open(path, config.history_days, config.history)?;
-                (Some((history, recorder)), restored)
-            }
-            None => (None, Vec::new()),
         };
         let settings = HubSettings {
             max_line: config.max_line,

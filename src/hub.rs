@@ -7,7 +7,7 @@
 //! gives each client one `writev` for all of its new output: at once for a client's own
 //! output, in paced passes for broadcasts (hub/delivery.rs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -94,6 +94,7 @@ pub(crate) fn run(events: Receiver<Event>, settings: HubSettings, mut writable: 
         transcript_pending: Vec::new(),
         history_pending: Vec::new(),
         history_now: None,
+        searching: HashSet::new(),
         guesses: guesses::Guesses::default(),
         browsers: 0,
     };
@@ -157,6 +158,8 @@ struct Hub {
     /// per wake-up), not yet handed over.
     history_pending: Vec<(RoomId, String, String)>,
     history_now: Option<(i64, String)>,
+    /// Clients whose `/search` of the history file is under way (search.rs).
+    searching: HashSet<ConnectionId>,
     draining: bool,
     notices: NoticeBatch,
     /// Joins and leaves of big rooms, announced a window at a time.
@@ -206,11 +209,25 @@ impl Hub {
             Event::Inputs { id, direct, inputs } => {
                 let lines = inputs.len() as u64;
                 self.settings.metrics.lines_received.inc_by(lines);
-                if let Some(update) = direct {
-                    self.write_direct(id, *update);
-                }
-                for input in inputs {
-                    self.handle_input(id, input);
+                match direct {
+                    // The transport's last words (a WebSocket close frame): what the read
+                    // said is handled first, then they are written and the client goes, so
+                    // that nothing (a broadcast line, a reply) follows them.
+                    Some(update) if update.closes => {
+                        for input in inputs {
+                            self.handle_input(id, input);
+                        }
+                        self.write_direct(id, *update);
+                        self.remove(id, LeaveReason::ConnectionClosed, None);
+                    }
+                    direct => {
+                        if let Some(update) = direct {
+                            self.write_direct(id, *update);
+                        }
+                        for input in inputs {
+                            self.handle_input(id, input);
+                        }
+                    }
                 }
             }
             Event::Left { id, reason } => {

@@ -88,7 +88,8 @@ pub(crate) enum Outgoing {
 
 /// What the cluster tells the hub.
 pub(crate) enum Incoming {
-    /// The recent messages of the stream, oldest first, for the rooms' history.
+    /// The stream's recent entries, oldest first: its messages are the rooms' history,
+    /// and every entry says how far each node's events were read.
     History(Vec<(SystemTime, Envelope)>),
     /// The next entry of the stream. `late`: written while this node's link was down.
     Delivered {

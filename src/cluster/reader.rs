@@ -83,9 +83,7 @@ fn load_history(
         .ids
         .first()
         .map_or_else(|| String::from("0-0"), |entry| entry.id.clone());
-    let mut entries: Vec<(SystemTime, Envelope)> =
-        reply.ids.iter().rev().filter_map(decode).collect();
-    entries.retain(|(_, envelope)| matches!(envelope.event, super::wire::Shared::Said { .. }));
+    let entries: Vec<(SystemTime, Envelope)> = reply.ids.iter().rev().filter_map(decode).collect();
     hub(Incoming::History(entries));
     Ok(last)
 }

@@ -15,6 +15,7 @@
 mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,12 +28,14 @@ use store::Store;
 
 pub(crate) use store::said_text;
 
-/// Lines that may wait for the history thread. Far more than a second of the busiest
-/// chat: a full channel means the disk stopped, and what does not fit is counted lost.
+/// Requests that may wait for the history thread: a chunk per room and wake-up of the
+/// hub, and searches.
 const CHANNEL_CAPACITY: usize = 65_536;
-/// Lines kept in memory for another try while the file cannot be written (beyond it, the
-/// older half goes).
-const MAX_UNSTORED: usize = 100_000;
+/// Bytes of lines that may wait for the history thread, in the channel or for another
+/// try while the file cannot be written. Far more than a second of the busiest chat:
+/// beyond it the disk has stopped, and what does not fit is counted lost (the older half
+/// of what waits for another try).
+const MAX_WAITING_BYTES: usize = 64 * 1024 * 1024;
 /// How long the history thread lets lines gather before it writes them: one transaction
 /// (and one insert per room) for all of them, and no wake-up per line. Well within the
 /// promise that a line said a second before a kill is kept.
@@ -43,6 +46,9 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
 /// The most lines `/search` shows.
 pub(crate) const SEARCH_LIMIT: usize = 20;
+/// How long one search may read the file: a search of a big file for a word nobody said
+/// reads all of it, and stores wait behind it (the hub allows few searches at a time).
+pub(crate) const SEARCH_BUDGET: Duration = Duration::from_millis(100);
 
 /// A line of a room's history, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +69,15 @@ pub(crate) struct Chunk {
     pub lines: String,
 }
 
-pub(crate) use store::{encode_line, millis};
+pub(crate) use store::{encode_line, fold_case, millis};
 
-/// Lines a search found, oldest first, with when each was said.
-pub(crate) type Found = Vec<(SystemTime, String)>;
+/// Lines a search found, oldest first, with when each was said; and, if the search ran
+/// out of time, how far back it got.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    pub lines: Vec<(SystemTime, String)>,
+    pub stopped_at: Option<SystemTime>,
+}
 
 /// The answer to a search, called on the history thread.
 pub(crate) type SearchReply = Box<dyn FnOnce(Result<Found, String>) + Send>;
@@ -104,6 +115,8 @@ pub(crate) struct History {
 pub(crate) struct Recorder {
     requests: Sender<Request>,
     losses: Arc<Mutex<Losses>>,
+    /// Bytes of lines handed over and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
 }
 
 impl History {
@@ -134,12 +147,13 @@ impl History {
         );
         let (requests, receiver) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let losses = Arc::new(Mutex::new(Losses::default()));
+        let queued = Arc::new(AtomicUsize::new(0));
         let thread = {
-            let losses = Arc::clone(&losses);
+            let (losses, queued) = (Arc::clone(&losses), Arc::clone(&queued));
             let path = path.display().to_string();
             thread::Builder::new()
                 .name(String::from("history"))
-                .spawn(move || run(store, receiver, days, &losses, &path))
+                .spawn(move || run(store, receiver, days, &losses, &queued, &path))
                 .map_err(|source| Error::Thread {
                     name: "history",
                     source,
@@ -150,7 +164,12 @@ impl History {
             thread: Mutex::new(Some(thread)),
             path: path.to_owned(),
         };
-        Ok((history, Recorder { requests, losses }, recent))
+        let recorder = Recorder {
+            requests,
+            losses,
+            queued,
+        };
+        Ok((history, recorder, recent))
     }
 
     /// Waits until what was handed over is stored (call it once the hub, and with it the
@@ -169,7 +188,8 @@ impl History {
         Err(Error::Store {
             path: self.path.clone(),
             source: std::io::Error::other(format!(
-                "{lost} lines of history were not stored ({})",
+                "{} of history not stored ({})",
+                lines(lost),
                 losses
                     .failing
                     .as_deref()
@@ -183,9 +203,23 @@ impl Recorder {
     /// Hands lines to the history thread; if its channel is full (the disk stopped), they
     /// are counted lost instead of making the hub wait.
     pub(crate) fn store(&self, chunk: Chunk) {
-        if let Err(TrySendError::Full(Request::Store(chunk))) =
-            self.requests.try_send(Request::Store(chunk))
+        let bytes = chunk.lines.len();
+        let refused = if self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_WAITING_BYTES
         {
+            Some(chunk)
+        } else {
+            match self.requests.try_send(Request::Store(chunk)) {
+                Ok(()) => None,
+                Err(TrySendError::Full(request) | TrySendError::Disconnected(request)) => {
+                    match request {
+                        Request::Store(chunk) => Some(chunk),
+                        Request::Search { .. } => None,
+                    }
+                }
+            }
+        };
+        if let Some(chunk) = refused {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
             let mut losses = self.losses.lock();
             if losses.dropped == 0 {
                 warn!("history: the disk does not keep up; lines go unstored");
@@ -195,14 +229,12 @@ impl Recorder {
     }
 
     /// Asks for the last lines of `room` containing `text`; `reply` gets them on the
-    /// history thread, after every line handed over before.
-    pub(crate) fn search(&self, room: String, text: String, reply: SearchReply) {
-        let request = Request::Search { room, text, reply };
-        if let Err(TrySendError::Full(Request::Search { reply, .. })) =
-            self.requests.try_send(request)
-        {
-            reply(Err(String::from("the history is busy, try again")));
-        }
+    /// history thread, after every line handed over before. False (and `reply` dropped)
+    /// if the thread has too much to do: the caller answers for it, never waiting.
+    pub(crate) fn search(&self, room: String, text: String, reply: SearchReply) -> bool {
+        self.requests
+            .try_send(Request::Search { room, text, reply })
+            .is_ok()
     }
 }
 
@@ -221,6 +253,7 @@ fn run(
     requests: Receiver<Request>,
     days: u32,
     losses: &Mutex<Losses>,
+    queued: &AtomicUsize,
     path: &str,
 ) {
     let mut unstored: Vec<Chunk> = Vec::new();
@@ -240,7 +273,10 @@ fn run(
                 thread::sleep(BATCH_WINDOW);
                 for request in std::iter::once(first).chain(requests.try_iter()) {
                     match request {
-                        Request::Store(chunk) => unstored.push(chunk),
+                        Request::Store(chunk) => {
+                            queued.fetch_sub(chunk.lines.len(), Ordering::Relaxed);
+                            unstored.push(chunk);
+                        }
                         Request::Search { room, text, reply } => {
                             searches.push((room, text, reply));
                         }
@@ -274,8 +310,8 @@ fn run(
                         );
                     }
                     losses.failing = Some(why);
-                    let waiting: usize = unstored.iter().map(|c| c.lines.lines().count()).sum();
-                    if waiting > MAX_UNSTORED {
+                    let waiting: usize = unstored.iter().map(|c| c.lines.len()).sum();
+                    if waiting > MAX_WAITING_BYTES {
                         // The oldest go first; what is kept is tried again.
                         let excess = unstored.len() / 2;
                         let lost: usize = unstored
@@ -293,12 +329,15 @@ fn run(
             }
         }
         // After the stores before them: a search finds what was said until it was asked.
+        // At the end (the hub gone) nobody waits for an answer.
         for (room, text, reply) in searches {
-            reply(
-                store
-                    .search(&room, &text, SEARCH_LIMIT)
-                    .map_err(|error| error.to_string()),
-            );
+            if open {
+                reply(
+                    store
+                        .search(&room, &text, SEARCH_LIMIT, SEARCH_BUDGET)
+                        .map_err(|error| error.to_string()),
+                );
+            }
         }
         if Instant::now() >= next_retention {
             next_retention = Instant::now() + RETENTION_EVERY;

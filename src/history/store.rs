@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -15,7 +15,7 @@ use super::{Chunk, Found, StoredLine};
 use crate::error::Error;
 
 /// Marks a database as tcpchat's (`PRAGMA application_id`): "tcpc".
-const APPLICATION_ID: i32 = 0x7463_7063;
+const APPLICATION_ID: u32 = 0x7463_7063;
 /// The schema, one migration per version (`PRAGMA user_version` counts those applied).
 /// Append, never edit: a file made by an earlier tcpchat is brought up to date by the
 /// ones it lacks.
@@ -33,6 +33,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE chunks (
     );
     CREATE INDEX chunks_by_room ON chunks (room COLLATE NOCASE, id);
     CREATE INDEX chunks_by_time ON chunks (last_ms);"];
+/// Rooms whose history comes back at start-up: those spoken in last. The others' lines
+/// stay in the file for `/search` until `--history-days` removes them.
+const MAX_RESTORED_ROOMS: usize = 1000;
 /// What every SQLite file starts with.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
@@ -77,12 +80,32 @@ impl Store {
             }
             return Err(open_error(error));
         }
+        // Everything is decided from the file's header, read here, before SQLite opens
+        // it: SQLite would roll back another program's unfinished transaction, or fold
+        // its write-ahead log in, before anyone could ask it whose file it is.
         let is_new = lock.metadata().map_err(open_error)?.len() == 0;
+        let known = MIGRATIONS.len() as u32;
         if !is_new {
-            let mut header = [0u8; 16];
+            let mut header = [0u8; 100];
             let read = (&lock).read(&mut header).map_err(open_error)?;
-            if read < header.len() || &header != SQLITE_HEADER {
+            let field = |at: usize| {
+                u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+            };
+            if read < header.len() || !header.starts_with(SQLITE_HEADER) {
                 return Err(refuse("not an SQLite file"));
+            }
+            // Header fields (sqlite.org/fileformat.html): the user version at 60, the
+            // application id at 68. Every file this tcpchat makes has its id from its
+            // first commit on.
+            if field(68) != APPLICATION_ID {
+                return Err(refuse("another program's SQLite database"));
+            }
+            let version = field(60);
+            if version > known {
+                return Err(Error::History(format!(
+                    "{} was written by a newer tcpchat (schema version {version}; this one knows up to {known}); it was left as it is",
+                    path.display()
+                )));
             }
         }
         let connection = Connection::open_with_flags(
@@ -90,27 +113,9 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|error| refuse(&error.to_string()))?;
-        let pragma = |name: &str| -> Result<i64, Error> {
-            connection
-                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
-                .map_err(|error| refuse(&error.to_string()))
-        };
-        let (application_id, version) = (pragma("application_id")?, pragma("user_version")?);
-        if !is_new && application_id != i64::from(APPLICATION_ID) {
-            let has_tables: i64 = connection
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-                .map_err(|error| refuse(&error.to_string()))?;
-            if has_tables > 0 || application_id != 0 {
-                return Err(refuse("another program's SQLite database"));
-            }
-        }
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(Error::History(format!(
-                "{} was written by a newer tcpchat (schema version {version}; this one knows up to {known}); it was left as it is",
-                path.display()
-            )));
-        }
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|error| refuse(&error.to_string()))?;
         let store = Store {
             connection,
             path: path.to_owned(),
@@ -186,18 +191,19 @@ impl Store {
         transaction.commit()
     }
 
-    /// Each room's last `per_room` lines, oldest first (rooms in the order they were
-    /// first spoken in).
+    /// Each room's last `per_room` lines, oldest first, for the [`MAX_RESTORED_ROOMS`]
+    /// rooms spoken in last (a room restored is a room the server keeps, empty or not).
     pub(super) fn recent(&self, per_room: usize) -> rusqlite::Result<Vec<StoredLine>> {
-        let mut rooms_query = self
-            .connection
-            .prepare("SELECT room FROM chunks GROUP BY room COLLATE NOCASE ORDER BY min(id)")?;
-        let rooms: Vec<String> = rooms_query
-            .query_map([], |row| row.get(0))?
+        let mut rooms_query = self.connection.prepare(
+            "SELECT room FROM chunks GROUP BY room COLLATE NOCASE ORDER BY max(id) DESC LIMIT ?1",
+        )?;
+        let mut rooms: Vec<String> = rooms_query
+            .query_map([MAX_RESTORED_ROOMS as i64], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        rooms.reverse();
         let mut recent = Vec::new();
         for room in rooms {
-            let mut lines = self.newest_first(&room, per_room, |_| true)?;
+            let (mut lines, _) = self.newest_first(&room, per_room, None, |_| true)?;
             lines.reverse();
             recent.extend(lines.into_iter().map(|(at, nick, line)| StoredLine {
                 at,
@@ -209,29 +215,42 @@ impl Store {
         Ok(recent)
     }
 
-    /// The last `limit` lines of `room` that contain `text` (ignoring case), oldest first.
-    pub(super) fn search(&self, room: &str, text: &str, limit: usize) -> rusqlite::Result<Found> {
-        let needle = text.to_lowercase();
-        let found = self.newest_first(room, limit, |line| {
-            said_text(line).to_lowercase().contains(&needle)
+    /// The last `limit` lines of `room` that contain `text` (ignoring case), oldest first,
+    /// as far back as `budget` lets it read.
+    pub(super) fn search(
+        &self,
+        room: &str,
+        text: &str,
+        limit: usize,
+        budget: Duration,
+    ) -> rusqlite::Result<Found> {
+        let needle = fold_case(text);
+        let deadline = Instant::now() + budget;
+        let (lines, stopped_at) = self.newest_first(room, limit, Some(deadline), |line| {
+            fold_case(said_text(line)).contains(&needle)
         })?;
-        Ok(found
-            .into_iter()
-            .rev()
-            .map(|(at, _, line)| (at, line))
-            .collect())
+        Ok(Found {
+            lines: lines
+                .into_iter()
+                .rev()
+                .map(|(at, _, line)| (at, line))
+                .collect(),
+            stopped_at,
+        })
     }
 
-    /// Up to `limit` lines of `room` that `wanted` accepts, newest first.
+    /// Up to `limit` lines of `room` that `wanted` accepts, newest first, and, if the
+    /// `deadline` came first, the time of the last line read.
     fn newest_first(
         &self,
         room: &str,
         limit: usize,
+        deadline: Option<Instant>,
         mut wanted: impl FnMut(&str) -> bool,
-    ) -> rusqlite::Result<Vec<(SystemTime, String, String)>> {
+    ) -> rusqlite::Result<(Vec<Entry>, Option<SystemTime>)> {
         let mut found = Vec::new();
         if limit == 0 {
-            return Ok(found);
+            return Ok((found, None));
         }
         let mut query = self.connection.prepare_cached(
             "SELECT lines FROM chunks WHERE room = ?1 COLLATE NOCASE ORDER BY id DESC",
@@ -239,16 +258,21 @@ impl Store {
         let mut rows = query.query([room])?;
         while let Some(row) = rows.next()? {
             let text: String = row.get(0)?;
+            let mut oldest = None;
             for (at, nick, line) in decode(&text).rev() {
+                oldest = Some(at);
                 if wanted(line) {
                     found.push((at, nick.to_owned(), line.to_owned()));
                     if found.len() == limit {
-                        return Ok(found);
+                        return Ok((found, None));
                     }
                 }
             }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok((found, oldest));
+            }
         }
-        Ok(found)
+        Ok((found, None))
     }
 
     /// Removes lines older than `days` days (whole chunks: a chunk spans a fifth of a
@@ -296,6 +320,15 @@ fn decode(chunk: &str) -> impl DoubleEndedIterator<Item = (SystemTime, &str, &st
     })
 }
 
+/// A stored line: when, who, what (as the room shows it).
+type Entry = (SystemTime, String, String);
+
+/// `text` with every character lower-cased on its own (so that a final sigma compares as
+/// written), for searches that ignore case.
+pub(crate) fn fold_case(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
+}
+
 /// What a line says, without the nick that starts it (`[ann] hello` -> `hello`), so that
 /// a search finds words, not whoever said them.
 pub(crate) fn said_text(line: &str) -> &str {
@@ -336,6 +369,12 @@ mod tests {
             ]
         );
         assert_eq!(decode("garbage\n12\tonly two\n").count(), 0);
+    }
+
+    #[test]
+    fn case_is_ignored_letter_by_letter() {
+        assert!(fold_case("ΟΔΟΣΤΡΩΜΑ").contains(&fold_case("ΟΔΟΣ")));
+        assert_eq!(fold_case("Homework"), "homework");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
@@ -39,6 +39,9 @@ pub(super) struct ClusterView {
     /// The reader found the stream lost (Redis restarted empty): send the recent events
     /// again when the link is back.
     stream_lost: bool,
+    /// Lines said here before the stream's history arrived (the link was down at start),
+    /// to keep after it; `None` once it arrived.
+    said_before_history: Option<Vec<(RoomId, String, SystemTime)>>,
     /// The last sequence number seen from each origin (node, incarnation).
     last_seen: HashMap<(String, u64), u64>,
     linked: bool,
@@ -74,6 +77,7 @@ impl ClusterView {
             awaiting_echo: BTreeMap::new(),
             recently_delivered: VecDeque::new(),
             stream_lost: false,
+            said_before_history: Some(Vec::new()),
             last_seen: HashMap::new(),
             linked: false,
             told_lost: false,
@@ -123,17 +127,41 @@ impl ClusterView {
         let Some(envelope) = self.awaiting_echo.remove(&seq) else {
             return false;
         };
+        self.remember_delivered(envelope);
+        true
+    }
+
+    /// Remembers an event of this node's that is in the stream now, for
+    /// [`RESEND_WINDOW`].
+    fn remember_delivered(&mut self, envelope: Envelope) {
+        self.forget_old_deliveries();
+        if self.recently_delivered.len() >= BACKLOG {
+            self.recently_delivered.pop_front();
+        }
+        self.recently_delivered
+            .push_back((Instant::now(), envelope));
+    }
+
+    fn forget_old_deliveries(&mut self) {
         let now = Instant::now();
-        while self.recently_delivered.len() >= BACKLOG
-            || self
-                .recently_delivered
-                .front()
-                .is_some_and(|(at, _)| now.duration_since(*at) > RESEND_WINDOW)
+        while self
+            .recently_delivered
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RESEND_WINDOW)
         {
             self.recently_delivered.pop_front();
         }
-        self.recently_delivered.push_back((now, envelope));
-        true
+    }
+
+    /// A line said here is in its room's history: kept to put back after the stream's
+    /// history if that has not arrived yet (at most a room's worth per room is useful:
+    /// the cap only bounds memory).
+    pub(super) fn said_here(&mut self, room: RoomId, line: &str) {
+        if let Some(said) = &mut self.said_before_history
+            && said.len() < BACKLOG
+        {
+            said.push((room, line.to_owned(), SystemTime::now()));
+        }
     }
 
     /// The link went down: what was sent and has not come back yet is taken back, in the
@@ -226,16 +254,31 @@ impl Hub {
         };
         match incoming {
             Incoming::History(entries) => {
+                let said_here = cluster.said_before_history.take().unwrap_or_default();
                 // The cluster's history is everyone's: it replaces what this node's
-                // history file gave back, unless Redis has none (it lost it).
-                if !entries.is_empty() {
+                // history file gave back, unless Redis has none (it lost it). What was said
+                // here since the start (the link was down) stays, after it.
+                if entries
+                    .iter()
+                    .any(|(_, e)| matches!(e.event, Shared::Said { .. }))
+                {
                     self.rooms.forget_histories();
                 }
                 for (at, envelope) in entries {
+                    // Events read as history are not applied again if a node sends them
+                    // once more (after Redis lost the stream).
+                    let origin = (envelope.node.clone(), envelope.incarnation);
+                    if let Some(cluster) = &mut self.cluster {
+                        let last = cluster.last_seen.entry(origin).or_insert(0);
+                        *last = (*last).max(envelope.seq);
+                    }
                     if let Shared::Said { room, line, .. } = envelope.event {
                         let room = self.rooms.find_or_create(&room);
                         self.rooms.record_at(room, line, at);
                     }
+                }
+                for (room, line, at) in said_here {
+                    self.rooms.record_at(room, line, at);
                 }
             }
             Incoming::Delivered { envelope, late } => {
@@ -369,6 +412,7 @@ impl Hub {
         // What the others may have missed when Redis lost the stream, then what was said
         // during the split: in the order said, so that the others' sequence numbers rise.
         if std::mem::take(&mut cluster.stream_lost) {
+            cluster.forget_old_deliveries();
             for (_, envelope) in &cluster.recently_delivered {
                 let again = Envelope {
                     split: true,
@@ -379,6 +423,8 @@ impl Hub {
         }
         for (_, envelope) in std::mem::take(&mut cluster.backlog) {
             debug!("cluster: sending #{} said during the split", envelope.seq);
+            // Applied here already: in the stream from now on, like any delivered event.
+            cluster.remember_delivered(envelope.clone());
             cluster.request(Outgoing::Publish(envelope));
         }
         // Before the claims, so that a client renamed for losing its nick gets a number. A

@@ -8,6 +8,9 @@ use super::{Event, Hub};
 use crate::clock::date_and_time;
 use crate::control::ConnectionId;
 use crate::history::{self, Chunk, Found, SEARCH_LIMIT, StoredLine};
+
+/// Searches of the history file under way at once, in the whole server.
+const SEARCHES_AT_ONCE: usize = 4;
 use crate::rooms::RoomId;
 
 impl Hub {
@@ -61,48 +64,68 @@ impl Hub {
     }
 
     /// `/search TEXT` in `room`: asked of the history thread (answered with
-    /// [`Event::Found`]), or answered now from the history in memory.
+    /// [`Event::Found`]), or answered now from the history in memory. A client has one
+    /// search under way at a time, and the server [`SEARCHES_AT_ONCE`]: a search reads the
+    /// file, and lines wait to be stored behind it.
     pub(super) fn search(&mut self, id: ConnectionId, room: RoomId, text: String) {
-        match &self.settings.history_db {
-            Some((recorder, hub)) => {
-                let hub = hub.clone();
-                let asked = text.clone();
-                let answer = Box::new(move |result| {
-                    let _ = hub.send(Event::Found {
-                        id,
-                        text: asked,
-                        result,
-                    });
-                });
-                recorder.search(self.rooms.name(room).to_owned(), text, answer);
-            }
-            None => {
-                let needle = text.to_lowercase();
-                let mut found: Found = self
-                    .rooms
-                    .history(room)
-                    .rev()
-                    .filter(|(_, line)| history::said_text(line).to_lowercase().contains(&needle))
-                    .take(SEARCH_LIMIT)
-                    .cloned()
-                    .collect();
-                found.reverse();
-                self.found(id, &text, Ok(found));
-            }
+        let Some((recorder, hub)) = &self.settings.history_db else {
+            let needle = history::fold_case(&text);
+            let mut lines: Vec<(SystemTime, String)> = self
+                .rooms
+                .history(room)
+                .rev()
+                .filter(|(_, line)| history::fold_case(history::said_text(line)).contains(&needle))
+                .take(SEARCH_LIMIT)
+                .cloned()
+                .collect();
+            lines.reverse();
+            let found = Found {
+                lines,
+                stopped_at: None,
+            };
+            return self.found(id, &text, Ok(found));
+        };
+        if self.searching.contains(&id) {
+            return self.reply(id, String::from("! your last search is still under way"));
+        }
+        if self.searching.len() >= SEARCHES_AT_ONCE {
+            return self.reply(
+                id,
+                String::from("! the history is busy, search again in a moment"),
+            );
+        }
+        let hub = hub.clone();
+        let asked = text.clone();
+        let answer = Box::new(move |result| {
+            // The history thread waits here if the hub's channel is full, never the hub.
+            let _ = hub.send(Event::Found {
+                id,
+                text: asked,
+                result,
+            });
+        });
+        if recorder.search(self.rooms.name(room).to_owned(), text, answer) {
+            self.searching.insert(id);
+        } else {
+            self.reply(
+                id,
+                String::from("! the history is busy, search again in a moment"),
+            );
         }
     }
 
     /// Shows a search's result: each line with its date and time, then how many.
     pub(super) fn found(&mut self, id: ConnectionId, text: &str, result: Result<Found, String>) {
+        self.searching.remove(&id);
         let found = match result {
             Ok(found) => found,
             Err(why) => return self.reply(id, format!("! search failed: {why}")),
         };
         let mut reply = String::new();
-        for (at, line) in &found {
+        for (at, line) in &found.lines {
             reply.push_str(&format!("* {} {line}\n", date_and_time(*at)));
         }
-        reply.push_str(&match found.len() {
+        reply.push_str(&match found.lines.len() {
             0 => format!("* no line found with \"{text}\""),
             1 => format!("* 1 line found with \"{text}\""),
             SEARCH_LIMIT => format!(
@@ -110,6 +133,12 @@ impl Hub {
             ),
             count => format!("* {count} lines found with \"{text}\""),
         });
+        if let Some(at) = found.stopped_at {
+            reply.push_str(&format!(
+                " (searched back to {} only: the rest would take too long)",
+                date_and_time(at)
+            ));
+        }
         self.reply(id, reply);
     }
 }

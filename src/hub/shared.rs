@@ -67,6 +67,9 @@ impl Hub {
                 } else {
                     self.broadcast(Some(room), &[&line], except(id));
                 }
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.said_here(room, &line);
+                }
                 self.rooms.record(room, line);
             }
             Shared::Joined { room, id, nick } => {

@@ -30,6 +30,9 @@ pub(crate) struct DirectOutput {
     /// Telnet in character mode: the line being typed, as the echo left it on the client's
     /// screen; `None` when the client echoes for itself (and for WebSocket).
     pub input_line: Option<String>,
+    /// The transport's last words (a WebSocket close frame): nothing may follow them, so
+    /// the hub lets the client go as it writes them.
+    pub closes: bool,
 }
 
 /// How a chat client's bytes arrive and become lines.

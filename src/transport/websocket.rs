@@ -75,6 +75,8 @@ pub(crate) struct WebSocketInput {
     /// The message whose lines are being taken, a few per read.
     message: Option<PendingMessage>,
     bytes: ByteMeter,
+    /// A close frame was written: the connection is over.
+    closed: bool,
 }
 
 /// A text message not yet wholly split into lines.
@@ -226,6 +228,7 @@ impl WebSocketInput {
             last_heard: Instant::now(),
             message: None,
             bytes: ByteMeter::default(),
+            closed: false,
         }
     }
 
@@ -257,6 +260,7 @@ impl WebSocketInput {
     fn refuse(&mut self, code: CloseCode, reason: &str) -> Option<End> {
         let frame = close_frame(code, reason);
         self.socket.get_mut().written.extend_from_slice(&frame);
+        self.closed = true;
         Some(End::Failed(format!("closed the WebSocket: {reason}")))
     }
 }
@@ -292,7 +296,11 @@ impl ClientInput for WebSocketInput {
             Ok(Message::Binary(_)) => {
                 self.refuse(CloseCode::Unsupported, "binary frames are not supported")
             }
-            Ok(Message::Close(_)) => Some(End::Closed),
+            // tungstenite has queued the answering close frame.
+            Ok(Message::Close(_)) => {
+                self.closed = true;
+                Some(End::Closed)
+            }
             // A ping is answered (by tungstenite) and a pong read: paced like a line, so a
             // flood of them costs the server no more than a flood of lines.
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
@@ -327,6 +335,7 @@ impl ClientInput for WebSocketInput {
                 Box::new(DirectOutput {
                     bytes,
                     input_line: None,
+                    closes: self.closed,
                 })
             }),
             end,

@@ -193,6 +193,19 @@ fn a_file_that_is_not_ours_or_is_newer_or_in_use_is_refused_and_left_as_it_is() 
             c.execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');")
         })
         .expect("another program's database");
+    // Another program's database with a write-ahead log not yet folded in: opening it
+    // with SQLite would fold it in (and delete the log).
+    let other_wal = dir.0.join("other-wal.db");
+    let connection = rusqlite::Connection::open(&other_wal).expect("another database");
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('mine');",
+        )
+        .expect("a database with a log");
+    // Never closed (a crashed program): its log stays beside it.
+    std::mem::forget(connection);
+    let wal = dir.0.join("other-wal.db-wal");
+    let wal_before = std::fs::read(&wal).expect("the log");
     let newer = dir.0.join("newer.db");
     let (code, _) = interrupt(start(&newer, &[]));
     assert_eq!(code, Some(0));
@@ -210,6 +223,10 @@ fn a_file_that_is_not_ours_or_is_newer_or_in_use_is_refused_and_left_as_it_is() 
             "is not a tcpchat history database (another program's SQLite database)",
         ),
         (&newer, "was written by a newer tcpchat (schema version 99"),
+        (
+            &other_wal,
+            "is not a tcpchat history database (another program's SQLite database)",
+        ),
     ] {
         let before = std::fs::read(path).expect("read");
         let log = failed_start(&["--port", "0", "--history-db", path.to_str().expect("utf-8")]);
@@ -225,6 +242,8 @@ fn a_file_that_is_not_ours_or_is_newer_or_in_use_is_refused_and_left_as_it_is() 
             path.display()
         );
     }
+
+    assert_eq!(std::fs::read(&wal).expect("the log"), wal_before);
 
     let db = dir.0.join("history.db");
     let first = start(&db, &[]);
@@ -260,7 +279,7 @@ fn a_file_that_cannot_be_written_keeps_the_chat_going_and_ends_with_status_1() {
     assert_eq!(code, Some(1), "{log:?}");
     assert!(
         log.iter()
-            .any(|line| line.contains("lines of history were not stored")),
+            .any(|line| line.contains("lines of history not stored")),
         "{log:?}"
     );
 }

@@ -463,3 +463,89 @@ fn browsers_get_event_lines_that_nc_users_never_see() {
         assert!(!line.contains('\u{1}'), "{line:?}");
     }
 }
+
+/// The frames of a server's byte stream (unmasked, as a server sends them): each opcode.
+fn frame_opcodes(mut bytes: &[u8]) -> Vec<u8> {
+    let mut opcodes = Vec::new();
+    while bytes.len() >= 2 {
+        let (opcode, short) = (bytes[0] & 0x0f, usize::from(bytes[1] & 0x7f));
+        let (length, header) = match short {
+            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 => (
+                usize::try_from(u64::from_be_bytes(
+                    bytes[2..10].try_into().expect("8 bytes"),
+                ))
+                .expect("a length"),
+                10,
+            ),
+            length => (length, 2),
+        };
+        opcodes.push(opcode);
+        bytes = &bytes[(header + length).min(bytes.len())..];
+    }
+    opcodes
+}
+
+#[test]
+fn nothing_follows_the_close_frame_while_others_talk() {
+    let (server, web) = start_with_web(Config {
+        rate: 0,
+        ..Config::localhost()
+    });
+    // Three clients talk as fast as they can, so that lines reach the hub between a
+    // browser's close and its leaving.
+    let talking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let floods: Vec<_> = (0..3)
+        .map(|_| {
+            let (talker, _) = LineClient::join(server.local_addr());
+            let mut writer = talker.stream().try_clone().expect("a second handle");
+            let talking = std::sync::Arc::clone(&talking);
+            // It reads what everyone says too, or it would be cut as a slow consumer.
+            std::thread::spawn(move || {
+                let mut reader = talker.stream();
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            });
+            std::thread::spawn(move || {
+                while talking.load(std::sync::atomic::Ordering::Relaxed) {
+                    writer
+                        .write_all(b"a line for everyone, the closing browser included\n")
+                        .expect("the talker is not cut");
+                }
+            })
+        })
+        .collect();
+    for _ in 0..25 {
+        let mut stream = TcpStream::connect(web).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {web}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("handshake");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("the handshake's answer");
+            head.push(byte[0]);
+        }
+        // A masked close frame (code 1000), while lines keep coming.
+        stream
+            .write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
+            .expect("close");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let opcodes = frame_opcodes(&rest);
+        let close = opcodes.iter().position(|&opcode| opcode == 0x8);
+        assert_eq!(
+            close,
+            Some(opcodes.len() - 1),
+            "frames after the close: {opcodes:?}"
+        );
+    }
+    talking.store(false, std::sync::atomic::Ordering::Relaxed);
+    for flood in floods {
+        flood.join().expect("a talker");
+    }
+}

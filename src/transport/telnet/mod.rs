@@ -71,6 +71,10 @@ impl Terminal {
         if bytes.is_empty() {
             return None;
         }
-        Some(Box::new(DirectOutput { bytes, input_line }))
+        Some(Box::new(DirectOutput {
+            bytes,
+            input_line,
+            closes: false,
+        }))
     }
 }
