@@ -14,7 +14,6 @@ use super::shared::Origin;
 use crate::cluster::wire::{Envelope, Shared};
 use crate::cluster::{GUEST_BLOCK, Incoming, Outgoing, now_micros};
 use crate::control::ConnectionId;
-use crate::protocol::page_events;
 use crate::rooms::RoomId;
 
 /// Events said while the link was down that are sent to the others when it is back.
@@ -461,79 +460,5 @@ impl Hub {
             .filter_map(|nick| nick.strip_prefix("guest-")?.parse::<u64>().ok())
             .max()
             .unwrap_or(0)
-    }
-
-    /// Another node's user claimed `nick` first (during a split): ours becomes a guest.
-    pub(super) fn nick_lost(&mut self, node: &str, nick: &str) {
-        if self.cluster.as_ref().is_none_or(|c| c.node != node) {
-            return;
-        }
-        if let Some(id) = self.find_nick(nick) {
-            self.rename_to_guest(id, nick);
-        }
-    }
-
-    /// Redis answered a claim.
-    fn nick_claimed(
-        &mut self,
-        id: ConnectionId,
-        nick: String,
-        granted: Option<bool>,
-        taken_from: Option<String>,
-    ) {
-        if self.cluster.is_none() {
-            return;
-        }
-        if let Some(other) = taken_from {
-            self.publish(Shared::NickLost {
-                node: other,
-                nick: nick.clone(),
-            });
-        }
-        // The answer to a /nick this client is waiting for, or to a re-claim after a split,
-        // or to a claim of a client that has gone (its nick goes back).
-        let awaited = self.cluster.as_mut().is_some_and(|cluster| {
-            let Some(queue) = cluster.pending_renames.get_mut(&id) else {
-                return false;
-            };
-            let awaited = queue.front() == Some(&nick);
-            if awaited {
-                queue.pop_front();
-            }
-            if queue.is_empty() {
-                cluster.pending_renames.remove(&id);
-            }
-            awaited
-        });
-        let holds_it = self
-            .clients
-            .get(&id)
-            .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick));
-        match (awaited, granted) {
-            (true, Some(true) | None) => self.complete_rename(id, nick),
-            (true, Some(false)) => {
-                self.reply(id, format!("! nick {nick} is taken"));
-                self.tell_page(id, |_| page_events::taken(&nick));
-            }
-            (false, Some(false)) if holds_it => self.rename_to_guest(id, &nick),
-            (false, Some(true)) if !holds_it => {
-                if let Some(cluster) = &self.cluster {
-                    cluster.request(Outgoing::ReleaseNick(nick));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Renames a client who lost its nick to someone who had it first.
-    fn rename_to_guest(&mut self, id: ConnectionId, nick: &str) {
-        let guest = self.guest_nick_for(id);
-        self.reply(
-            id,
-            format!(
-                "! someone on another server had the nick {nick} first while the servers were apart; you are now {guest}"
-            ),
-        );
-        self.complete_rename(id, guest);
     }
 }

@@ -1,6 +1,7 @@
 //! Who is on the other nodes of a cluster, as this node's hub knows them: members join,
 //! leave and rename through the stream, whole nodes say who they have (after a split, or
-//! the first time), and a node whose lease ran out is announced as lost.
+//! the first time), a node whose lease ran out is announced as lost, and a nick taken on
+//! both sides of a split stays with whoever took it first.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,10 @@ use log::warn;
 
 use super::cluster::RemoteMember;
 use super::{Hub, NoticeKind};
+use crate::cluster::Outgoing;
 use crate::cluster::wire::{Member, Shared};
+use crate::control::ConnectionId;
+use crate::protocol::page_events;
 use crate::rooms::RoomId;
 
 impl Hub {
@@ -146,5 +150,79 @@ impl Hub {
             let reason = String::from("node lost");
             self.announce(NoticeKind::Left(reason), super::shared::NOBODY, nick, room);
         }
+    }
+
+    /// Another node's user claimed `nick` first (during a split): ours becomes a guest.
+    pub(super) fn nick_lost(&mut self, node: &str, nick: &str) {
+        if self.cluster.as_ref().is_none_or(|c| c.node != node) {
+            return;
+        }
+        if let Some(id) = self.find_nick(nick) {
+            self.rename_to_guest(id, nick);
+        }
+    }
+
+    /// Redis answered a claim.
+    pub(super) fn nick_claimed(
+        &mut self,
+        id: ConnectionId,
+        nick: String,
+        granted: Option<bool>,
+        taken_from: Option<String>,
+    ) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some(other) = taken_from {
+            self.publish(Shared::NickLost {
+                node: other,
+                nick: nick.clone(),
+            });
+        }
+        // The answer to a /nick this client is waiting for, or to a re-claim after a split,
+        // or to a claim of a client that has gone (its nick goes back).
+        let awaited = self.cluster.as_mut().is_some_and(|cluster| {
+            let Some(queue) = cluster.pending_renames.get_mut(&id) else {
+                return false;
+            };
+            let awaited = queue.front() == Some(&nick);
+            if awaited {
+                queue.pop_front();
+            }
+            if queue.is_empty() {
+                cluster.pending_renames.remove(&id);
+            }
+            awaited
+        });
+        let holds_it = self
+            .clients
+            .get(&id)
+            .is_some_and(|c| c.nick.eq_ignore_ascii_case(&nick));
+        match (awaited, granted) {
+            (true, Some(true) | None) => self.complete_rename(id, nick),
+            (true, Some(false)) => {
+                self.reply(id, format!("! nick {nick} is taken"));
+                self.tell_page(id, |_| page_events::taken(&nick));
+            }
+            (false, Some(false)) if holds_it => self.rename_to_guest(id, &nick),
+            (false, Some(true)) if !holds_it => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.request(Outgoing::ReleaseNick(nick));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Renames a client who lost its nick to someone who had it first.
+    fn rename_to_guest(&mut self, id: ConnectionId, nick: &str) {
+        let guest = self.guest_nick_for(id);
+        self.reply(
+            id,
+            format!(
+                "! someone on another server had the nick {nick} first while the servers were apart; you are now {guest}"
+            ),
+        );
+        self.complete_rename(id, guest);
     }
 }
