@@ -189,3 +189,23 @@ fn a_telnet_client_that_refuses_server_echo_keeps_its_own_line_editing() {
     assert!(!screen.contains(&0x1b), "{screen:?}");
     assert!(!String::from_utf8_lossy(&screen).contains("line mode"));
 }
+
+#[test]
+fn a_line_ended_with_the_request_to_leave_character_mode_is_still_echoed() {
+    let (_server, mut typist, nick, mut listener) = two_clients();
+    let mut typist_screen = Received::default();
+    typist.send_bytes(&[IAC, DO, ECHO, IAC, DO, SGA]);
+    typist_screen.until(&mut typist, &[IAC, WILL, SGA]);
+    type_slowly(&mut typist, b"bye");
+    typist_screen.until(&mut typist, b"bye");
+    // Enter, then `mode line` at the telnet prompt, in one packet.
+    let mut bytes = b"\r\0".to_vec();
+    bytes.extend_from_slice(&[IAC, DONT, ECHO, IAC, DONT, SGA]);
+    typist.send_bytes(&bytes);
+    assert_eq!(listener.next_line(), Some(format!("[{nick}] bye")));
+    // The line ends on the typist's screen before anything else is printed on it.
+    typist_screen.until(&mut typist, b"\r\n");
+    listener.send("next");
+    let screen = typist_screen.until(&mut typist, b"] next\r\n");
+    assert!(!screen.starts_with(b"bye"), "{screen:?}");
+}

@@ -32,11 +32,16 @@ pub(crate) struct Terminal {
     typed: TypedLine,
     /// Echo written during this read, sent after the read's negotiation answers.
     echoed: Vec<u8>,
+    /// Whether the server echoed when this read began: a line ended in a read that also
+    /// turns the echo off (Enter, then `mode line` at the telnet prompt) was typed while
+    /// the client relied on the server's echo.
+    echoed_at_read_start: bool,
 }
 
 impl Terminal {
     /// The client's data with telnet commands taken out (see [`Negotiation::data`]).
     pub(crate) fn data<'a>(&mut self, input: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        self.echoed_at_read_start = self.negotiation.server_echoes();
         self.negotiation.data(input, scratch)
     }
 
@@ -48,7 +53,7 @@ impl Terminal {
 
     /// A line was entered (its sanitised text): echoed in character mode.
     pub(crate) fn line_entered(&mut self, text: &str) {
-        if self.negotiation.server_echoes() {
+        if self.echoed_at_read_start || self.negotiation.server_echoes() {
             self.typed.line_entered(text, &mut self.echoed);
         }
     }
