@@ -351,6 +351,8 @@ impl Hub {
             client.outbox.push_last(Chunk::whole(line(farewell)));
         }
         if reason != LeaveReason::SlowConsumer {
+            // Over TLS a client is told the session ends (close_notify), as TLS asks.
+            client.outbox.end_tls();
             let _ = client.outbox.send_available(&client.stream);
         }
         // A client that quit or idled out is closed on its sending side only: its thread

@@ -129,6 +129,12 @@ impl Outbox {
         self.push_bytes(chunk);
     }
 
+    /// Ends the TLS session after what is queued (close_notify), for a client that goes
+    /// without a farewell line (it closed, or its WebSocket did).
+    pub(crate) fn end_tls(&mut self) {
+        self.tls_closing = true;
+    }
+
     /// Queues lines that are the last this client will see: a telnet client's input line
     /// is not drawn again after them, a browser gets a close frame (1001, going away) after
     /// them.

@@ -336,3 +336,25 @@ fn stalled_handshakes_hold_no_client_place_and_a_full_server_says_so_over_tls() 
     assert_eq!(refusal, "! server full\n");
     drop(stalled);
 }
+
+#[test]
+fn a_client_that_ends_its_session_gets_the_server_s_close_notify() {
+    let certificate = test_certificate("close-notify");
+    let server = start_chat(Config {
+        tls: Some(Certificate::Files {
+            cert: certificate.cert.0.clone(),
+            key: certificate.key.0.clone(),
+        }),
+        ..Config::localhost()
+    });
+    let (mut ann, _) = TlsClient::join(server.local_addr(), client_config(&certificate.der));
+    let stream = ann.reader.get_mut();
+    stream.conn.send_close_notify();
+    stream.flush().expect("send close_notify");
+    // rustls reads the end as Ok(0) only after the peer's close_notify; a bare TCP close
+    // is an error (UnexpectedEof).
+    let mut rest = Vec::new();
+    ann.reader
+        .read_to_end(&mut rest)
+        .expect("the server's close_notify before the end");
+}
