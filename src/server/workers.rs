@@ -44,8 +44,8 @@ pub(super) fn run_worker(first: Job, service: &dyn Service, jobs: &Receiver<Job>
 
 // The two halves of a worker's loop in frames of their own (never inlined): what one of
 // them needs on the stack is not held while the other runs, so that an idle client's
-// thread stays at the stack pages it would touch without reuse (measured: 13.5 KiB per
-// idle client with them inlined into the loop, 15.9 without).
+// thread stays at the stack pages it would touch without reuse (ARCHITECTURE.md, "Stack
+// sizes"; the memory per idle client is in docs/performance.md).
 #[inline(never)]
 fn serve_job(job: Job, service: &dyn Service) {
     let Job { connection } = job;
