@@ -7,7 +7,7 @@ Usage: python3 scripts/check-docs.py   (exit status 1 with the broken links)
 import re, os, sys
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 files = ['README.md', 'ARCHITECTURE.md'] + ['docs/' + f for f in sorted(os.listdir(os.path.join(ROOT, 'docs'))) if f.endswith('.md')]
-installed = set(files) | {'docs/browser.png', 'bench/results/latest-stall.svg'}
+installed = set(files) | {'docs/browser.png', 'docs/soak.svg', 'bench/results/latest-stall.svg'}
 
 def slug(heading):
     h = heading.strip().lower()
@@ -53,3 +53,4 @@ for f in files:
             elif anchor not in anchors(target):
                 print(f'{f}: {link}: no anchor #{anchor} in {target}'); problems += 1
 print('links ok' if problems == 0 else f'{problems} problems')
+sys.exit(1 if problems else 0)
