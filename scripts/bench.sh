@@ -13,9 +13,18 @@
 # would hand the previous run's marked lines to the next run's clients. Skipped, with a
 # note, without redis-server.
 #
+# Each round then runs the transports (issue 25): fanout, latency, capacity (2,000 idle
+# clients) and churn over WebSocket, TLS and wss, each against its peers: ws against Node
+# with the `ws` package (scripts/baselines/node-ws-chat.js), TLS against the chapter's
+# server over Node's tls module (node-tls-chat.js) and `ncat --ssl --chat`, wss against
+# Node and ws over https. Every TLS server gets the same certificate, made by openssl for
+# the run. The ws package comes from npm, pinned by scripts/baselines/package-lock.json,
+# into target/bench-node/; without node, npm or openssl, those columns are skipped, with a
+# note.
+#
 #   scripts/bench.sh           the full run (about 17 minutes on 2 cores the host leaves alone)
 #   ROUNDS=5 scripts/bench.sh  five rounds (about 28 minutes): steadier medians
-#   scripts/bench.sh --quick   a smoke test of the harness (about a minute), as CI runs it
+#   scripts/bench.sh --quick   a smoke test of the harness (about two minutes), as CI runs it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +35,13 @@ STEAL_LIMIT_MS_PER_S=20
 MAX_ATTEMPTS=3
 if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; MAX_ATTEMPTS=1; fi
 SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-churn)
+TRANSPORTS=(ws tls wss)
+TRANSPORT_SCENARIOS=(fanout latency capacity churn)
 
 # Node (the chapter's server) and ncat come from Debian's packages when missing.
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)  # the ws package of the WebSocket peers
 command -v ncat >/dev/null || missing+=(ncat)
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -73,8 +85,113 @@ servers=(tcpchat)
 command -v node >/dev/null && servers+=(node)
 command -v ncat >/dev/null && servers+=(ncat)
 
+# The WebSocket peers' ws package, from the committed package.json and package-lock.json,
+# into target/ (never committed); installed again only when the lock file changed.
+NODE_MODULES=""
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  node_dir=target/bench-node
+  mkdir -p "$node_dir"
+  if cmp -s scripts/baselines/package-lock.json "$node_dir/package-lock.json" &&
+    [ -f "$node_dir/node_modules/ws/package.json" ]; then
+    NODE_MODULES="$PWD/$node_dir/node_modules"
+  else
+    cp scripts/baselines/package.json scripts/baselines/package-lock.json "$node_dir/"
+    if (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >"$WORK/npm.log" 2>&1); then
+      NODE_MODULES="$PWD/$node_dir/node_modules"
+    else
+      rm -f "$node_dir/package-lock.json"
+      echo "note: npm ci failed ($(tail -n 1 "$WORK/npm.log")): the Node WebSocket columns are skipped" >&2
+    fi
+  fi
+else
+  echo "note: node or npm is missing: the Node WebSocket columns are skipped" >&2
+fi
+# One certificate for every TLS server of the run, so that all pay for the same key (ECDSA
+# P-256, as tcpchat's --tls-self-signed makes). Without openssl, tcpchat makes its own and
+# ncat uses a temporary one; the Node peers, which need files, are skipped.
+CERT="$WORK/cert.pem" KEY="$WORK/key.pem"
+if ! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$KEY" -out "$CERT" >/dev/null 2>&1; then
+  echo "note: openssl could not make a certificate: the Node TLS and wss columns are skipped" >&2
+  CERT="" KEY=""
+fi
+# The servers each transport is compared with.
+transport_servers() {
+  case "$1" in
+    ws) echo tcpchat ${NODE_MODULES:+node-ws} ;;
+    tls) echo tcpchat ${CERT:+$(command -v node >/dev/null && echo node-tls)} \
+      $(command -v ncat >/dev/null && echo ncat-ssl) ;;
+    wss) echo tcpchat ${CERT:+${NODE_MODULES:+node-wss}} ;;
+  esac
+}
+if [ -n "$CERT" ]; then
+  TCPCHAT_TLS_FLAGS="--tls-cert $CERT --tls-key $KEY"
+  NCAT_TLS_FLAGS="--ssl-cert $CERT --ssl-key $KEY"
+else
+  TCPCHAT_TLS_FLAGS="--tls-self-signed"
+  NCAT_TLS_FLAGS=""
+fi
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_node_listening LOG: until the Node server writing LOG says where it listens; sets
+# ADDR.
+wait_node_listening() {
+  until grep -q "listening on" "$1"; do sleep 0.02; done
+  ADDR=$(grep -m1 -o 'listening on .*' "$1" | sed 's/listening on //')
+}
+
+# start_transport_server NAME TRANSPORT: a server of the transports' comparison (ws, tls
+# or wss); sets SERVER_PID and ADDR, the address the clients connect to (tcpchat's web
+# port for ws and wss).
+start_transport_server() {
+  local log="$WORK/server.log" port web tls_flags=""
+  : >"$log"
+  case "$1" in
+    tcpchat)
+      port=$(free_port)
+      if [ "$2" != ws ]; then tls_flags=$TCPCHAT_TLS_FLAGS; fi
+      if [ "$2" = tls ]; then
+        # shellcheck disable=SC2086
+        ./target/release/tcpchat --host 127.0.0.1 --port "$port" $tls_flags $TCPCHAT_FLAGS 2>"$log" &
+      else
+        web=$(free_port)
+        # shellcheck disable=SC2086
+        ./target/release/tcpchat --host 127.0.0.1 --port "$port" --web "127.0.0.1:$web" $tls_flags \
+          $TCPCHAT_FLAGS 2>"$log" &
+        port=$web
+      fi
+      SERVER_PID=$!
+      until ss -ltn | grep -q "127.0.0.1:$port "; do sleep 0.02; done
+      ADDR="127.0.0.1:$port"
+      ;;
+    node-ws)
+      NODE_PATH=$NODE_MODULES node scripts/baselines/node-ws-chat.js 0 >"$log" 2>&1 &
+      SERVER_PID=$!
+      wait_node_listening "$log"
+      ;;
+    node-wss)
+      NODE_PATH=$NODE_MODULES node scripts/baselines/node-ws-chat.js 0 "$CERT" "$KEY" >"$log" 2>&1 &
+      SERVER_PID=$!
+      wait_node_listening "$log"
+      ;;
+    node-tls)
+      node scripts/baselines/node-tls-chat.js 0 "$CERT" "$KEY" >"$log" 2>&1 &
+      SERVER_PID=$!
+      wait_node_listening "$log"
+      ;;
+    ncat-ssl)
+      port=$(free_port)
+      # shellcheck disable=SC2086
+      ncat --ssl $NCAT_TLS_FLAGS --chat -l -m 20000 127.0.0.1 "$port" >"$log" 2>&1 &
+      SERVER_PID=$!
+      until ss -ltn | grep -q "127.0.0.1:$port "; do sleep 0.02; done
+      ADDR="127.0.0.1:$port"
+      ;;
+  esac
 }
 
 # start_server NAME: sets SERVER_PID and ADDR.
@@ -217,44 +334,67 @@ steal_rate() {
     'BEGIN { rate = steal / (now - started); printf "%.0f\n", (rate > worst ? rate : worst) }'
 }
 
+# compare RUN SCENARIO TRANSPORT SERVER...: SCENARIO against each SERVER back to back
+# over TRANSPORT (tcp: the plain comparison, whose raw lines carry no transport); appends
+# one raw line per server.
+compare() {
+  local run=$1 scenario=$2 transport=$3
+  shift 3
+  local label=$scenario transport_args=() transport_field=""
+  if [ "$transport" != tcp ]; then
+    label="$transport-$scenario"
+    transport_args=(--transport "$transport")
+    transport_field=", \"transport\": \"$transport\""
+  fi
+  # A round's servers are compared with each other, so they must have seen the same
+  # machine: when the host took more than STEAL_LIMIT_MS_PER_S of CPU time per second
+  # from any one of the runs, the scenario runs again for all of them (up to
+  # MAX_ATTEMPTS in all), and the attempt the host disturbed least is kept.
+  local best_lines=() best_steal="" attempts=0 attempt lines worst server started result line
+  for attempt in $(seq "$MAX_ATTEMPTS"); do
+    attempts=$attempt
+    lines=() worst=0
+    for server in "$@"; do
+      if [ "$transport" = tcp ]; then start_server "$server"; else start_transport_server "$server" "$transport"; fi
+      echo "  [${SECONDS}s] round $run, $label: $server on $ADDR" >&2
+      started=$EPOCHREALTIME
+      # A hard limit per scenario: a server that freezes is reported, not waited for.
+      if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" \
+        "${transport_args[@]}" $QUICK); then
+        result='{"error": "timed out or failed"}'
+      fi
+      kill -0 "$SERVER_PID" 2>/dev/null || result="${result%\}}, \"server_died\": 1}"
+      worst=$(steal_rate "$result" "$started" "$worst")
+      lines+=("{\"server\": \"$server\"$transport_field, \"scenario\": \"$scenario\", \"run\": $run, \"result\": $result")
+      stop_server
+    done
+    if [ -z "$best_steal" ] || awk "BEGIN { exit !($worst < $best_steal) }"; then
+      best_lines=("${lines[@]}") best_steal=$worst
+    fi
+    if awk "BEGIN { exit !($worst <= $STEAL_LIMIT_MS_PER_S) }"; then break; fi
+    echo "  round $run, $label: the host took $worst ms/s from one run" \
+      "$([ "$attempt" -lt "$MAX_ATTEMPTS" ] && echo "- again" || echo "- keeping the least disturbed")" >&2
+  done
+  for line in "${best_lines[@]}"; do echo "$line, \"attempts\": $attempts}" >>"$RAW"; done
+}
+
 echo "tcpchat runs with: tcpchat $TCPCHAT_FLAGS; node $(node -v 2>/dev/null || echo -); $(ncat --version 2>&1 | head -1 || echo ncat -)" >&2
+echo "transports: ws: $(transport_servers ws); tls: $(transport_servers tls); wss: $(transport_servers wss) (tcpchat TLS: $TCPCHAT_TLS_FLAGS)" >&2
 for run in $(seq "$ROUNDS"); do
   for scenario in "${SCENARIOS[@]}"; do
-    # A round's servers are compared with each other, so they must have seen the same
-    # machine: when the host took more than STEAL_LIMIT_MS_PER_S of CPU time per second
-    # from any one of the runs, the scenario runs again for all three (up to
-    # MAX_ATTEMPTS in all), and the attempt the host disturbed least is kept.
-    best_lines=() best_steal="" attempts=0
-    for attempt in $(seq "$MAX_ATTEMPTS"); do
-      attempts=$attempt
-      lines=() worst=0
-      for server in "${servers[@]}"; do
-        start_server "$server"
-        echo "  [${SECONDS}s] round $run, $scenario: $server on $ADDR" >&2
-        started=$EPOCHREALTIME
-        # A hard limit per scenario: a server that freezes is reported, not waited for.
-        if ! result=$(timeout 90 "$BENCH" "$scenario" --addr "$ADDR" --pid "$SERVER_PID" $QUICK); then
-          result='{"error": "timed out or failed"}'
-        fi
-        kill -0 "$SERVER_PID" 2>/dev/null || result="${result%\}}, \"server_died\": 1}"
-        worst=$(steal_rate "$result" "$started" "$worst")
-        lines+=("{\"server\": \"$server\", \"scenario\": \"$scenario\", \"run\": $run, \"result\": $result")
-        stop_server
-      done
-      if [ -z "$best_steal" ] || awk "BEGIN { exit !($worst < $best_steal) }"; then
-        best_lines=("${lines[@]}") best_steal=$worst
-      fi
-      if awk "BEGIN { exit !($worst <= $STEAL_LIMIT_MS_PER_S) }"; then break; fi
-      echo "  round $run, $scenario: the host took $worst ms/s from one run" \
-        "$([ "$attempt" -lt "$MAX_ATTEMPTS" ] && echo "- again" || echo "- keeping the least disturbed")" >&2
-    done
-    for line in "${best_lines[@]}"; do echo "$line, \"attempts\": $attempts}" >>"$RAW"; done
+    compare "$run" "$scenario" tcp "${servers[@]}"
   done
   for scenario in "${CLUSTER_SCENARIOS[@]}"; do
     setups=(one-node cluster)
     if [ $((run % 2)) = 0 ]; then setups=(cluster one-node); fi
     for setup in "${setups[@]}"; do
       run_cluster_comparison "$run" "$scenario" "$setup"
+    done
+  done
+  for transport in "${TRANSPORTS[@]}"; do
+    read -ra transport_peers <<<"$(transport_servers "$transport")"
+    for scenario in "${TRANSPORT_SCENARIOS[@]}"; do
+      compare "$run" "$scenario" "$transport" "${transport_peers[@]}"
     done
   done
 done

@@ -13,7 +13,11 @@ Three tables:
    (raw rows `cluster-fanout` and `cluster-latency`, server `cluster`) and against one
    tcpchat node in the same round (server `one-node`): the medians of both, then the
    targets round by round (three nodes deliver at least as many lines/s as one, every
-   line delivered, cross-node p99 at most 1 ms above one node's p99).
+   line delivered, cross-node p99 at most 1 ms above one node's p99);
+5. the transports (raw rows with a `transport`: ws, tls, wss): for each, the medians of
+   tcpchat and its peers (Node with the ws package; the chapter's server over Node's tls
+   and `ncat --ssl --chat`; Node with ws over https), then tcpchat against the best peer
+   of the same round, round by round, and the median of those ratios.
 
 A round whose server died or whose run failed counts for nothing: its cells say so."""
 import json
@@ -25,7 +29,10 @@ import time
 
 raw_path, out_dir, flags = sys.argv[1], sys.argv[2], sys.argv[3]
 quick = "--quick" in sys.argv[4:]
-rows = [json.loads(line) for line in open(raw_path) if line.strip()]
+all_rows = [json.loads(line) for line in open(raw_path) if line.strip()]
+# The transports' runs have tables of their own (5.); everything before them is plain TCP.
+rows = [r for r in all_rows if "transport" not in r]
+transport_rows = [r for r in all_rows if "transport" in r]
 servers = [s for s in ("tcpchat", "node", "ncat") if any(r["server"] == s for r in rows)]
 peers = [s for s in servers if s != "tcpchat"]
 rounds = sorted({r["run"] for r in rows})
@@ -480,6 +487,171 @@ if has_cluster:
     table5 = "\n".join(lines5)
     cluster = {"medians": medians4, "round_by_round": targets5}
 
+
+# 5. The transports: each against its own peers, as the plain tables do it.
+TRANSPORTS = [("ws", "WebSocket (ws://)"), ("tls", "TLS"), ("wss", "WebSocket over TLS (wss://)")]
+SERVER_NAMES = {"tcpchat": "tcpchat", "node-ws": "node + ws", "node-tls": "node tls",
+                "ncat-ssl": "ncat --ssl", "node-wss": "node + ws, https"}
+# (scenario, metric, label, better) as in METRICS; handshake figures for TLS and wss only.
+TRANSPORT_METRICS = [
+    ("fanout", "deliveries_per_s", "fanout: deliveries/s (50 clients, 5 senders)", "high"),
+    ("fanout", "delivery_ratio", "fanout: delivery ratio", "high"),
+    ("fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery", "low"),
+    ("fanout", "bench_cpu_s", "fanout: load generator CPU s", ""),
+    ("latency", "p50_ms", "latency: p50 ms (100 clients, 100 lines/s)", "low"),
+    ("latency", "p99_ms", "latency: p99 ms", "low"),
+    ("latency", "max_ms", "latency: max ms", "low"),
+    ("latency", "delivery_ratio", "latency: delivery ratio", "high"),
+    ("latency", "server_cpu_s", "latency: server CPU s", "low"),
+    ("capacity", "connected", "capacity: idle clients connected (2,000)", "high"),
+    ("capacity", "received", "capacity: clients that got the broadcast", "high"),
+    ("capacity", "server_kib_per_client_growth", "capacity: server KiB per idle client (RSS growth / clients)", "low"),
+    ("capacity", "server_rss_before_kib", "capacity: server RSS KiB before the first client", ""),
+    ("capacity", "server_rss_kib", "capacity: server RSS KiB with them all", "low"),
+    ("capacity", "connect_s", "capacity: seconds to connect them all (handshakes included)", "low"),
+    ("capacity", "resumed_handshakes", "capacity: TLS handshakes resumed", ""),
+    ("capacity", "bench_cpu_s", "capacity: load generator CPU s", ""),
+    ("churn", "connections_per_s", "churn: connections/s (8 loops)", "high"),
+    ("churn", "errors", "churn: errors", ""),
+    ("churn", "server_cpu_us_per_connection", "churn: server CPU µs per connection", "low"),
+    ("churn", "full_handshakes", "churn: full TLS handshakes", ""),
+    ("churn", "resumed_handshakes", "churn: TLS handshakes resumed (session tickets)", ""),
+    ("churn", "fds_before", "churn: server fds before", ""),
+    ("churn", "fds_after", "churn: server fds after", ""),
+    ("churn", "bench_cpu_s", "churn: load generator CPU s", ""),
+]
+TRANSPORT_MAIN = [
+    ("fanout", "deliveries_per_s", "fanout: deliveries/s", "deliveries/s", "high", always),
+    ("fanout", "server_ns_per_delivery", "fanout: server CPU ns per delivery", "ns per delivery", "low", always),
+    ("latency", "p99_ms", "latency: p99 ms", "p99", "low", always),
+    ("capacity", "server_kib_per_client_growth", "capacity: server KiB per idle client", "KiB per client", "low",
+     holds_every_client),
+    ("churn", "connections_per_s", "churn: connections/s", "connections/s", "high", always),
+    ("churn", "server_cpu_us_per_connection", "churn: server CPU µs per connection", "µs per connection", "low",
+     always),
+]
+
+
+def transport_run_of(transport, server, scenario, rnd):
+    for r in transport_rows:
+        if (r["transport"], r["server"], r["scenario"], r["run"]) == (transport, server, scenario, rnd):
+            return r["result"]
+    return None
+
+
+def transport_tables(transport):
+    """The medians table, the round-by-round table and their JSON, for one transport."""
+    t_rows = [r for r in transport_rows if r["transport"] == transport]
+    t_servers = list(dict.fromkeys(["tcpchat"] + [r["server"] for r in t_rows]))
+    t_peers = [s for s in t_servers if s != "tcpchat"]
+    t_rounds = sorted({r["run"] for r in t_rows})
+
+    def found(server, scenario, metric):
+        got = (number(transport_run_of(transport, server, scenario, rnd), metric) for rnd in t_rounds)
+        return [v for v in got if v is not None]
+
+    def why_not(server, scenario):
+        reasons = (failure(transport_run_of(transport, server, scenario, rnd)) for rnd in t_rounds)
+        return next((w for w in reasons if w), None)
+
+    names = [SERVER_NAMES.get(s, s) for s in t_servers]
+    header = ["metric"] + names + [f"tcpchat / {SERVER_NAMES.get(s, s)}" for s in t_peers]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    medians = {}
+    for scenario, metric, label, better in TRANSPORT_METRICS:
+        if "handshakes" in metric and transport == "ws":
+            continue
+        meds = {}
+        cells = [label]
+        for s in t_servers:
+            v = found(s, scenario, metric)
+            meds[s] = statistics.median(v) if v else None
+            cells.append(fmt(meds[s]) if meds[s] is not None else (why_not(s, scenario) or "–")[:40])
+        for s in t_peers:
+            r = ratio(meds.get("tcpchat"), meds.get(s))
+            cells.append(f"{r:.2f}×" if better and r is not None else "")
+        medians.setdefault(scenario, {})[metric] = meds
+        out.append("| " + " | ".join(cells) + " |")
+    medians_table = "\n".join(out)
+
+    header2 = ["main figure", "reads as"] + [f"round {rnd}" for rnd in t_rounds] + ["median"]
+    out2 = ["| " + " | ".join(header2) + " |", "|" + "---|" * len(header2)]
+    entries = []
+    for scenario, metric, label, short, better, fair in TRANSPORT_MAIN:
+        way = "higher" if better == "high" else "lower"
+        entry = {"scenario": scenario, "metric": metric, "label": label,
+                 "reads": f"tcpchat {short} / best peer {short}, {way} is better", "rounds": []}
+        cells = [label, entry["reads"]]
+        ratios = []
+        for rnd in t_rounds:
+            mine = transport_run_of(transport, "tcpchat", scenario, rnd)
+            value = number(mine, metric)
+            why = failure(mine)
+            if why is None and not fair(mine):
+                why = f"tcpchat held {fmt(mine.get('connected'))} of {fmt(mine.get('clients'))}"
+            candidates = []
+            for s in t_peers:
+                theirs = transport_run_of(transport, s, scenario, rnd)
+                v = number(theirs, metric)
+                if v is not None and fair(theirs):
+                    candidates.append((v, s))
+            best, peer = (max if better == "high" else min)(candidates) if candidates else (None, None)
+            if why is None and peer is None:
+                why = "no peer ran it in full"
+            r = ratio(value, best) if why is None else None
+            if why is None and r is None:
+                why = "no ratio"
+            if r is not None:
+                ratios.append(r)
+                cells.append(f"{r:.2f}× ({SERVER_NAMES.get(peer, peer)})")
+            else:
+                cells.append(why[:40])
+            entry["rounds"].append({"round": rnd, "ratio": r, "best_peer": peer, "tcpchat": value,
+                                    "best_peer_value": best, "note": why})
+        entry["median"] = statistics.median(ratios) if ratios else None
+        cells.append(f"**{entry['median']:.2f}×**" if ratios else "–")
+        entries.append(entry)
+        out2.append("| " + " | ".join(cells) + " |")
+    rounds_table = "\n".join(out2)
+
+    header3 = ["host steal ms during the run"] + [f"round {rnd}" for rnd in t_rounds]
+    out3 = ["| " + " | ".join(header3) + " |", "|" + "---|" * len(header3)]
+    for scenario in dict.fromkeys(r["scenario"] for r in t_rows):
+        cells = [f"{transport}-{scenario}"]
+        for rnd in t_rounds:
+            parts = []
+            for s in t_servers:
+                result = transport_run_of(transport, s, scenario, rnd)
+                steal = result.get("host_steal_ms") if result else None
+                parts.append(f"{SERVER_NAMES.get(s, s)} {fmt(steal) if isinstance(steal, (int, float)) else '–'}")
+            attempts = max((r.get("attempts", 1) for r in t_rows if r["scenario"] == scenario and r["run"] == rnd),
+                           default=1)
+            cells.append(", ".join(parts) + (f" (least disturbed of {attempts} tries)" if attempts > 1 else ""))
+        out3.append("| " + " | ".join(cells) + " |")
+    steal_table = "\n".join(out3)
+    return medians_table, rounds_table, steal_table, {"servers": t_servers, "medians": medians,
+                                                      "per_round_ratios": entries}
+
+
+transports = {}
+transport_report = ""
+if transport_rows:
+    transport_report = (
+        "\n## Transports\n\nEach transport against its peers, in the same rounds: fanout, latency, capacity"
+        " (2,000 idle clients; 200 in quick mode) and churn, every line one WebSocket text message over ws and"
+        " wss. The load generator speaks TLS with rustls, accepts any certificate and keeps one session store"
+        " per run, so that a connection resumes an earlier one's session as a browser's would (churn's"
+        " connections; capacity's connect before reading any ticket over TLS, and read them during the"
+        " WebSocket upgrade over wss). Memory per idle client is the growth of the server's RSS from before"
+        " the first client to all of them idle, over the clients connected.\n")
+    for transport, title in TRANSPORTS:
+        if not any(r["transport"] == transport for r in transport_rows):
+            continue
+        medians_table, rounds_table, steal_table, data = transport_tables(transport)
+        transports[transport] = data
+        transport_report += (f"\n### {title}\n\n{medians_table}\n\ntcpchat against the best peer of the same"
+                             f" round, and the median of those ratios.\n\n{rounds_table}\n\n{steal_table}\n")
+
 machine = f"{platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}"
 note = (f"{'Quick smoke run (1 round)' if quick else f'Medians of {len(rounds)} rounds'}"
         f" on {machine}, {time.strftime('%Y-%m-%d')}. tcpchat ran as `{flags}`."
@@ -511,6 +683,7 @@ if has_cluster:
     report += f"\n{note4}\n\n{table4}\n\n{table5}\n"
 else:
     report += "\nThe cluster comparison did not run (redis-server is not installed).\n"
+report += transport_report
 print(report)
 
 os.makedirs(out_dir, exist_ok=True)
@@ -519,7 +692,7 @@ with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
     json.dump({"machine": machine, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "flags": flags,
                "quick": quick, "rounds": len(rounds), "medians": summary,
                "per_round_ratios": per_round, "big_room_targets": targets, "cluster": cluster or None,
-               "runs": rows}, f, indent=1)
+               "runs": rows, "transports": transports or None, "transport_runs": transport_rows}, f, indent=1)
 with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
     f.write(report)
 

@@ -1,40 +1,50 @@
-//! The fleet: many clients connected to the server under test, their sockets read by a
-//! few mio threads (reader.rs), a few of them also kept as writers for the senders.
+//! The fleet: many clients connected to the server under test, over the target's
+//! transport (wire/), their sockets read by a few mio threads (reader.rs), a few of them
+//! also kept as writers for the senders.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use mio::net::TcpStream as MioStream;
 
 use crate::clock::sleep_until;
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, send_marker};
 use crate::procfs::{Scheduling, proc_sample, scheduling};
 use crate::reader::{ReaderStats, read_loop};
+use crate::wire::{Dialer, Handshakes, Incoming, Transport, Writer};
 
 /// Reader threads: one per core, the load generator must not be the bottleneck.
 const READER_THREADS: usize = 2;
 /// Clients that keep a writer: the most senders a scenario may have.
 pub const MAX_SENDERS: usize = 16;
 
-/// The server under test: where it listens and which processes to sample. A cluster is
-/// several addresses (its nodes) and several processes (its nodes and their Redis).
+/// The server under test: where it listens, over what, and which processes to sample. A
+/// cluster is several addresses (its nodes) and several processes (its nodes and their
+/// Redis).
 #[derive(Clone)]
 pub struct Target {
     /// Never empty; a fleet's clients go to these round-robin (client `i` to `i % len`).
     addrs: Vec<SocketAddr>,
     /// Never empty; CPU time is their sum, every other figure is the first one's.
     pids: Vec<u32>,
+    transport: Transport,
 }
 
 impl Target {
     /// `None` unless there is at least one address and one process.
-    pub fn new(addrs: Vec<SocketAddr>, pids: Vec<u32>) -> Option<Target> {
-        (!addrs.is_empty() && !pids.is_empty()).then_some(Target { addrs, pids })
+    pub fn new(addrs: Vec<SocketAddr>, pids: Vec<u32>, transport: Transport) -> Option<Target> {
+        (!addrs.is_empty() && !pids.is_empty()).then_some(Target {
+            addrs,
+            pids,
+            transport,
+        })
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The first address: the one server of every scenario but fanout and latency.
@@ -138,10 +148,12 @@ impl Shared {
 
 pub struct Fleet {
     pub shared: Arc<Shared>,
-    writers: Vec<TcpStream>,
+    writers: Vec<Writer>,
     readers: Vec<thread::JoinHandle<ReaderStats>>,
     pub connected: usize,
     connect_failures: usize,
+    /// The TLS handshakes of the fleet's connections (none over plain transports).
+    pub handshakes: Handshakes,
 }
 
 /// What the fleet saw, once its readers have stopped.
@@ -193,7 +205,8 @@ impl Fleet {
         give_up: Option<Instant>,
     ) -> io::Result<Fleet> {
         let epoch = Instant::now();
-        let mut per_reader: Vec<Vec<(usize, MioStream)>> =
+        let dialer = Dialer::new(target.transport)?;
+        let mut per_reader: Vec<Vec<(usize, Incoming)>> =
             (0..READER_THREADS).map(|_| Vec::new()).collect();
         let mut writers = Vec::new();
         let mut sender_nodes = Vec::new();
@@ -213,8 +226,8 @@ impl Fleet {
             }
             sleep_until(start + interval * index as u32);
             let addr = target.addrs[index % nodes];
-            let stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                Ok(stream) => stream,
+            let connection = match dialer.connect(addr, Duration::from_secs(1)) {
+                Ok(connection) => connection,
                 Err(_) => {
                     connect_failures += 1;
                     failures_in_a_row += 1;
@@ -227,16 +240,14 @@ impl Fleet {
                 }
             };
             failures_in_a_row = 0;
-            stream.set_nodelay(true)?;
             if index < MAX_SENDERS {
-                writers.push(stream.try_clone()?);
+                writers.push(connection.writer()?);
                 sender_nodes.push(index % nodes);
             }
-            stream.set_nonblocking(true)?;
             for seen in &mut progress[index * MAX_SENDERS..(index + 1) * MAX_SENDERS] {
                 *seen.get_mut() = 0;
             }
-            per_reader[index % READER_THREADS].push((index, MioStream::from_std(stream)));
+            per_reader[index % READER_THREADS].push((index, connection.into_incoming()?));
         }
         let shared = Arc::new(Shared {
             epoch,
@@ -265,12 +276,13 @@ impl Fleet {
             readers,
             connected,
             connect_failures,
+            handshakes: dialer.handshakes(),
         })
     }
 
-    /// The writing side of the `index`-th client that connected (a clone of its socket,
-    /// non-blocking like the reading side).
-    pub fn writer(&self, index: usize) -> io::Result<TcpStream> {
+    /// The writing side of the `index`-th client that connected (sharing its socket,
+    /// non-blocking like the reading side, and its TLS session).
+    pub fn writer(&self, index: usize) -> io::Result<Writer> {
         self.writers
             .get(index)
             .ok_or_else(|| io::Error::other("sender did not connect"))?
@@ -279,7 +291,7 @@ impl Fleet {
 
     /// Sends sync lines until every client has received one: everyone is in the room.
     pub fn sync(&self, timeout: Duration) -> io::Result<()> {
-        let writer = self.writer(0)?;
+        let mut writer = self.writer(0)?;
         let deadline = Instant::now() + timeout;
         let mut seq = 0;
         // Client 0 sends, so it never receives: everyone else must.
@@ -291,7 +303,7 @@ impl Fleet {
                     self.connected - 1
                 )));
             }
-            send_marker(&writer, &self.shared.epoch, SYNC_SENDER, seq)?;
+            send_marker(&mut writer, &self.shared.epoch, SYNC_SENDER, seq)?;
             seq += 1;
             thread::sleep(Duration::from_millis(100));
         }

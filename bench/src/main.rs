@@ -16,8 +16,15 @@
 //! `tcpchat-bench wait-linked --addr A --addr B ...` waits until the nodes pass lines to
 //! each other (at most 10 s; exit status 1 if they do not).
 //!
+//! `--transport ws|tls|wss` (default `tcp`) runs fanout, latency, capacity or churn over
+//! WebSocket (tcpchat's web port, `GET /ws`), TLS, or WebSocket over TLS, each line one
+//! text message; TLS accepts any certificate, and resumes sessions as a browser does.
+//! Capacity then holds 2,000 clients (200 with `--quick`): a TLS client costs the load
+//! generator far more than a plain one, and the figure is per client.
+//!
 //! Reading order: scenarios/ (one file per scenario), then what they share: fleet.rs (the
-//! connected clients) and reader.rs (their read loop), marker.rs (the line format),
+//! connected clients) and reader.rs (their read loop), wire/ (the transports), marker.rs
+//! (the line format),
 //! histogram.rs, procfs.rs (samples of the server process), json.rs, clock.rs; linked.rs
 //! (wait-linked) stands apart.
 
@@ -30,6 +37,7 @@ mod marker;
 mod procfs;
 mod reader;
 mod scenarios;
+mod wire;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,13 +48,17 @@ use json::Json;
 use procfs::{host_steal_ms, raise_descriptor_limit, self_cpu_seconds};
 use scenarios::big_room::{self, Churn};
 use scenarios::{capacity, churn, fanout, latency, stall};
+use wire::Transport;
 
-const USAGE: &str = "usage: tcpchat-bench SCENARIO --addr HOST:PORT --pid PID [--quick]\n\
+const USAGE: &str = "usage: tcpchat-bench SCENARIO --addr HOST:PORT --pid PID [--quick] [--transport T]\n\
     scenarios: fanout, fanout-large, latency, capacity, churn, stall, big-room, big-room-churn\n\
     fanout and latency against a cluster: --addr once per node, --pid once per process\n\
+    --transport tcp (the default), ws, tls or wss: fanout, latency, capacity and churn only\n\
     tcpchat-bench wait-linked --addr HOST:PORT --addr HOST:PORT ...";
 /// Scenarios that spread their clients over several nodes.
 const CLUSTER_SCENARIOS: [&str; 2] = ["fanout", "latency"];
+/// Scenarios that run over every transport.
+const TRANSPORT_SCENARIOS: [&str; 4] = ["fanout", "latency", "capacity", "churn"];
 /// How long wait-linked waits for a cluster's nodes to pass lines to each other.
 const LINK_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -86,7 +98,16 @@ fn main() -> ExitCode {
         eprintln!("only fanout and latency take several --addr or --pid");
         return ExitCode::from(2);
     }
-    let Some(target) = Target::new(addrs, pids) else {
+    let transport_name = values_of("--transport").pop();
+    let Some(transport) = Transport::from_name(transport_name.as_deref().unwrap_or("tcp")) else {
+        eprintln!("--transport is one of tcp, ws, tls, wss");
+        return ExitCode::from(2);
+    };
+    if transport != Transport::Tcp && !TRANSPORT_SCENARIOS.contains(&scenario.as_str()) {
+        eprintln!("only fanout, latency, capacity and churn run over another --transport");
+        return ExitCode::from(2);
+    }
+    let Some(target) = Target::new(addrs, pids, transport) else {
         eprintln!("--addr and --pid are required");
         return ExitCode::from(2);
     };
@@ -105,7 +126,14 @@ fn main() -> ExitCode {
             fanout::fanout_large(&target, if quick { (100, 1.0) } else { (500, 3.0) })
         }
         "latency" => latency::latency(&target, if quick { 1.0 } else { 10.0 }),
-        "capacity" => capacity::capacity(&target, if quick { 200 } else { 10_000 }),
+        "capacity" => capacity::capacity(
+            &target,
+            match (quick, transport) {
+                (true, _) => 200,
+                (false, Transport::Tcp) => 10_000,
+                (false, _) => 2_000,
+            },
+        ),
         "churn" => churn::churn(&target, if quick { 1.0 } else { 10.0 }),
         "stall" => stall::stall(&target, if quick { (1.0, 2.0) } else { (5.0, 10.0) }),
         "big-room" | "big-room-churn" => big_room::big_room(

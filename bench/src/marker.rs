@@ -2,12 +2,11 @@
 //! is written. The marker is found anywhere in a received line, so whatever a server puts
 //! in front of a message (`[nick] `, `<userN> `, nothing) does not matter.
 
-use std::io::{self, ErrorKind, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::io;
 use std::time::Instant;
 
 use crate::clock::nanos_since;
+use crate::wire::Writer;
 
 /// Sender id of the lines that check every client is really in the room.
 pub const SYNC_SENDER: u64 = 65_535;
@@ -38,50 +37,21 @@ pub fn parse_marker(line: &[u8]) -> Option<Marker<'_>> {
 }
 
 /// Sends one marked line, stamped with the time since `epoch`; waits as long as it takes.
-pub fn send_marker(writer: &TcpStream, epoch: &Instant, sender: u64, seq: u64) -> io::Result<()> {
+pub fn send_marker(writer: &mut Writer, epoch: &Instant, sender: u64, seq: u64) -> io::Result<()> {
     send_marker_before(writer, epoch, sender, seq, None)
 }
 
 /// Like [`send_marker`], but gives up (`TimedOut`) at `give_up` if the server has stopped
 /// reading: a scenario that must end by itself cannot wait on a frozen server forever.
 pub fn send_marker_before(
-    writer: &TcpStream,
+    writer: &mut Writer,
     epoch: &Instant,
     sender: u64,
     seq: u64,
     give_up: Option<Instant>,
 ) -> io::Result<()> {
     let line = format!("~B{sender}.{seq}.{}~ bench\n", nanos_since(epoch));
-    write_all_waiting(writer, line.as_bytes(), give_up)
-}
-
-/// write_all on a non-blocking socket: waits in poll when the kernel buffer is full.
-fn write_all_waiting(
-    mut writer: &TcpStream,
-    mut bytes: &[u8],
-    give_up: Option<Instant>,
-) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match writer.write(bytes) {
-            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
-            Ok(count) => bytes = &bytes[count..],
-            Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                if give_up.is_some_and(|moment| Instant::now() >= moment) {
-                    return Err(io::Error::from(ErrorKind::TimedOut));
-                }
-                let mut fd = libc::pollfd {
-                    fd: writer.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                unsafe { libc::poll(&mut fd, 1, 100) };
-            }
-            Err(error) if error.kind() == ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
+    writer.send(line.as_bytes(), give_up)
 }
 
 #[cfg(test)]

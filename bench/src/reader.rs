@@ -1,18 +1,18 @@
 //! One reader thread of the fleet: polls its share of the clients with mio, splits what
-//! arrives into lines, and counts and times every marker in them.
+//! arrives (decrypted and out of its frames, wire/) into lines, and counts and times every
+//! marker in them.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::clock::nanos_since;
 use crate::fleet::Shared;
 use crate::histogram::Histogram;
 use crate::marker::{SYNC_SENDER, parse_marker};
+use crate::wire::{Incoming, Received};
 
 /// What one reader thread counted.
 #[derive(Default)]
@@ -29,7 +29,7 @@ pub struct ReaderStats {
 
 struct ClientState {
     index: usize,
-    stream: MioStream,
+    incoming: Incoming,
     pending: Vec<u8>,
     received: u64,
     synced: bool,
@@ -38,24 +38,24 @@ struct ClientState {
 
 /// Reads `streams` until `shared.stop`, noting each client's progress through every
 /// sender's lines in `shared`.
-pub fn read_loop(streams: Vec<(usize, MioStream)>, shared: &Shared) -> ReaderStats {
+pub fn read_loop(streams: Vec<(usize, Incoming)>, shared: &Shared) -> ReaderStats {
     let mut stats = ReaderStats::default();
     let Ok(mut poll) = Poll::new() else {
         return stats;
     };
     let mut clients: HashMap<Token, ClientState> = HashMap::new();
-    for (index, mut stream) in streams {
+    for (index, mut incoming) in streams {
         let token = Token(index);
         if poll
             .registry()
-            .register(&mut stream, token, Interest::READABLE)
+            .register(incoming.source(), token, Interest::READABLE)
             .is_ok()
         {
             clients.insert(
                 token,
                 ClientState {
                     index,
-                    stream,
+                    incoming,
                     pending: Vec::new(),
                     received: 0,
                     synced: false,
@@ -78,18 +78,19 @@ pub fn read_loop(streams: Vec<(usize, MioStream)>, shared: &Shared) -> ReaderSta
                 continue;
             };
             loop {
-                match client.stream.read(&mut buffer) {
-                    Ok(0) => {
+                match client.incoming.receive(&mut buffer, &mut client.pending) {
+                    Ok(Received::Text) => {
+                        let now_ns = nanos_since(&shared.epoch);
+                        take_lines(client, shared, &mut stats, now_ns);
+                    }
+                    Ok(Received::Nothing) => break,
+                    Ok(Received::Closed) => {
+                        // Lines that came with the end still count.
+                        let now_ns = nanos_since(&shared.epoch);
+                        take_lines(client, shared, &mut stats, now_ns);
                         note_closed(client, shared);
                         break;
                     }
-                    Ok(count) => {
-                        let now_ns = nanos_since(&shared.epoch);
-                        client.pending.extend_from_slice(&buffer[..count]);
-                        take_lines(client, shared, &mut stats, now_ns);
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
                         note_closed(client, shared);
                         break;

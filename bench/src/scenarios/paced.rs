@@ -91,7 +91,7 @@ pub fn spawn_paced_senders(
 ) -> io::Result<Vec<JoinHandle<u64>>> {
     (0..senders)
         .map(|sender| {
-            let writer = fleet.writer(sender)?;
+            let mut writer = fleet.writer(sender)?;
             let epoch = fleet.shared.epoch;
             Ok(thread::spawn(move || {
                 let mut sent = 0u64;
@@ -103,7 +103,9 @@ pub fn spawn_paced_senders(
                 };
                 while next < deadline {
                     sleep_until(next);
-                    if send_marker_before(&writer, &epoch, sender as u64, sent, give_up).is_err() {
+                    if send_marker_before(&mut writer, &epoch, sender as u64, sent, give_up)
+                        .is_err()
+                    {
                         break;
                     }
                     sent += 1;

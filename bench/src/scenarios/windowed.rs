@@ -47,7 +47,7 @@ impl WindowedRun {
         let deadline = start + Duration::from_secs_f64(self.seconds);
         let threads: Vec<_> = (0..self.senders)
             .map(|sender| {
-                let writer = self.fleet.writer(sender)?;
+                let mut writer = self.fleet.writer(sender)?;
                 let shared = Arc::clone(&self.fleet.shared);
                 Ok(thread::spawn(move || {
                     let mut sent = 0u64;
@@ -60,7 +60,7 @@ impl WindowedRun {
                                 continue;
                             }
                         }
-                        if send_marker(&writer, &shared.epoch, sender as u64, sent).is_err() {
+                        if send_marker(&mut writer, &shared.epoch, sender as u64, sent).is_err() {
                             break;
                         }
                         sent += 1;
