@@ -66,11 +66,14 @@ impl Connection {
     }
 
     /// Blocks, like [`Connection::receive`], until the client sends something or the
-    /// connection ends, but leaves what arrived in the socket and needs no buffer: `Ok`
-    /// when there is something to read, else how the connection ended. Plain TCP only (a
-    /// TLS session may hold decrypted bytes that the socket no longer shows).
+    /// connection ends, but leaves what arrived unread and needs no buffer: `Ok` when
+    /// there is something to read, else how the connection ended.
     pub(crate) fn wait_for_data(&self) -> Result<(), Received<'static>> {
-        read_or_end(|| self.stream.peek(&mut [0u8; 1])).map(|_| ())
+        match &self.tls {
+            Some(session) => read_or_end(|| session.wait_for_plaintext(&self.stream)),
+            None => read_or_end(|| self.stream.peek(&mut [0u8; 1])),
+        }
+        .map(|_| ())
     }
 
     /// Reads what the client sent, decrypted if it speaks TLS.

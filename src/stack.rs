@@ -25,16 +25,17 @@ thread_local! {
 /// makes the join's send take the slow, deeper path), and an idle client should not keep
 /// it. Once a second is enough for that, and keeps a busy client's reads free of the cost.
 ///
-/// Never inlined: the stack in use is found from a variable of this function's own frame,
-/// which is then below every caller's frame. Inlined into a caller, the variable would sit
-/// somewhere in the caller's frame, and the caller's variables below it (a buffer) could
-/// be given back while in use.
+/// Never inlined: the stack in use is found from the frame of a function it calls, which
+/// is below every frame still in use (its own and its callers'), at the depth where the
+/// madvise call then runs. Inlined into a caller, the caller's variables would sit below
+/// the point measured only if that function were inlined too, which it never is.
 #[inline(never)]
 pub(crate) fn release_unused_stack() {
-    /// Stack kept below this frame's variables: the rest of this frame and the system calls
-    /// it makes must stay on pages that are not given back (a return address zeroed under
-    /// a call would crash it).
-    const MARGIN: usize = 1024;
+    /// Stack kept below the measured frame: the madvise call's own (its return address; a
+    /// system call stub uses no more) must stay on a page that is not given back. The
+    /// calls made before it (mincore, pthread_getattr_np) may reach lower: they have
+    /// returned when the pages go.
+    const MARGIN: usize = 256;
     let now = Instant::now();
     if STACK_RELEASED_AT
         .get()
@@ -43,11 +44,10 @@ pub(crate) fn release_unused_stack() {
         return;
     }
     STACK_RELEASED_AT.set(Some(now));
-    let marker = 0u8;
-    let in_use = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    let in_use = deepest_frame();
     let page = page_size();
-    // Everything below the page that holds the margin (the wait to come needs a few
-    // hundred bytes, and takes the next page back if it needs it).
+    // Everything below the page that holds the margin (the wait to come takes the next
+    // page back if it needs it).
     let end = in_use.saturating_sub(MARGIN) & !(page - 1);
     // A stack is touched from the top down without gaps (Rust probes every page of a
     // large frame), so when the page below `end` is not resident, none below it is:
@@ -68,12 +68,21 @@ pub(crate) fn release_unused_stack() {
         return;
     }
     // SAFETY: [low, end) is this thread's own stack, at least MARGIN bytes below a
-    // variable of this frame, which is never inlined (so every caller's frame is above
-    // it); below it are only the rest of this frame and the madvise call's, within the
-    // margin. Nothing lives in the range that anyone will read before writing.
+    // variable of a frame called from this one, which is never inlined: this frame and
+    // every caller's are above it. Below it, when madvise runs, is only madvise's own
+    // return address, within the margin. Nothing lives in the range that anyone will read
+    // before writing.
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
     }
+}
+
+/// The address of a variable in a frame called from the caller: below all of the caller's
+/// frame.
+#[inline(never)]
+fn deepest_frame() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(std::ptr::addr_of!(marker)) as usize
 }
 
 /// Whether the page at `address` (page-aligned) is in memory; false if it is not mapped.

@@ -146,7 +146,7 @@ impl Outbox {
             Encoding::Plain => {}
             Encoding::Telnet(screen) => screen.stop_redrawing(),
             Encoding::WebSocket => {
-                let close = websocket::close_frame(websocket::CloseCode::Away, "");
+                let close = websocket::close_frame(websocket::GOING_AWAY, "");
                 self.push_bytes(Chunk::whole(Arc::new(close)));
             }
         }

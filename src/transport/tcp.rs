@@ -48,7 +48,7 @@ impl ClientInput for TcpInput {
         // bytes arrive, a thread waits without a read buffer (1 KiB less per such client),
         // at the price of a second system call for that first read. The buffer is kept
         // from then on: given back, it would stay in this thread's free list anyway.
-        let waited = if self.chunk.is_none() && connection.tls.is_none() {
+        let waited = if self.chunk.is_none() {
             connection.wait_for_data()
         } else {
             Ok(())

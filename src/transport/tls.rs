@@ -183,20 +183,56 @@ impl TlsSession {
                     Err(error) => return Err(error),
                 }
             }
-            let mut ciphertext = [0u8; READ_CHUNK];
-            let count = (&*stream).read(&mut ciphertext)?;
-            let mut connection = self.connection.lock();
-            if count == 0 {
+            // Wait for the ciphertext before the buffer it is read into is on the stack: an
+            // idle client's thread then waits without that page (a system call more per
+            // read, which is per batch of records, not per line sent to anyone).
+            if stream.peek(&mut [0u8; 1])? == 0 {
                 return Ok(0);
             }
-            let mut received = &ciphertext[..count];
-            while !received.is_empty() {
-                connection.read_tls(&mut received)?;
-                connection
-                    .process_new_packets()
-                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            if self.decrypt_available(stream)? == 0 {
+                return Ok(0);
             }
         }
+    }
+
+    /// Blocks (within the socket's read timeout) until decrypted bytes are there to read,
+    /// leaving them unread; returns how many (0: the client closed).
+    pub(crate) fn wait_for_plaintext(&self, stream: &TcpStream) -> io::Result<usize> {
+        loop {
+            {
+                let mut connection = self.connection.lock();
+                let state = connection
+                    .process_new_packets()
+                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+                if state.plaintext_bytes_to_read() > 0 {
+                    return Ok(state.plaintext_bytes_to_read());
+                }
+                if state.peer_has_closed() {
+                    return Ok(0);
+                }
+            }
+            if stream.peek(&mut [0u8; 1])? == 0 || self.decrypt_available(stream)? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Reads the ciphertext that has arrived (at most [`READ_CHUNK`] bytes) into the
+    /// session; returns how many bytes (0 at the end of the stream). A frame of its own, so
+    /// that its buffer is on the stack only while there is something to read.
+    #[inline(never)]
+    fn decrypt_available(&self, stream: &TcpStream) -> io::Result<usize> {
+        let mut ciphertext = [0u8; READ_CHUNK];
+        let count = (&*stream).read(&mut ciphertext)?;
+        let mut connection = self.connection.lock();
+        let mut received = &ciphertext[..count];
+        while !received.is_empty() {
+            connection.read_tls(&mut received)?;
+            connection
+                .process_new_packets()
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        }
+        Ok(count)
     }
 
     /// Encrypts `plaintext` as far as the session's buffer allows; returns how much it took.

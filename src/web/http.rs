@@ -264,7 +264,7 @@ pub fn respond_error(
 
 /// The 101 response that turns the connection into a WebSocket.
 pub fn respond_switching_protocols(connection: &Connection, key: &str) -> io::Result<()> {
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key);
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\n\
          Upgrade: websocket\r\n\
@@ -274,9 +274,45 @@ pub fn respond_switching_protocols(connection: &Connection, key: &str) -> io::Re
     connection.write_all(head.as_bytes())
 }
 
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455, 4.2.2): the base64 of the
+/// SHA-1 of the key and the protocol's GUID.
+fn accept_key(key: &str) -> String {
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key.as_bytes());
+    context.update(GUID.as_bytes());
+    let digest = context.finish();
+    let mut encoded = String::with_capacity(28);
+    for group in digest.as_ref().chunks(3) {
+        let bits = group.iter().enumerate().fold(0u32, |bits, (index, &byte)| {
+            bits | u32::from(byte) << (16 - 8 * index)
+        });
+        for index in 0..4 {
+            if index <= group.len() {
+                encoded.push(char::from(
+                    BASE64[(bits >> (18 - 6 * index) & 0x3f) as usize],
+                ));
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 6455's own example (section 1.3).
+    #[test]
+    fn the_accept_key_is_the_rfc_s() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 
     #[test]
     fn host_names_come_without_ports_or_brackets() {

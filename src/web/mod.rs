@@ -50,6 +50,31 @@ pub(crate) fn serve(
     limits: ClientLimits,
     settings: &WebSettings,
 ) {
+    if let Some(browser) = answer(connection, limits, settings) {
+        let Browser {
+            connection,
+            mut input,
+        } = *browser;
+        client_thread::serve_client(connection, hub, limits, &mut input);
+    }
+}
+
+/// A browser whose WebSocket is open.
+struct Browser {
+    connection: Connection,
+    input: WebSocketInput,
+}
+
+/// Answers the request: a page or an error, or the WebSocket's handshake, which makes the
+/// connection a browser client. Never inlined, so that its frame (and the handshake's) is
+/// gone while the client is served: an idle client's thread waits on one page of stack
+/// less (ARCHITECTURE.md, "Stack sizes").
+#[inline(never)]
+fn answer(
+    connection: Connection,
+    limits: ClientLimits,
+    settings: &WebSettings,
+) -> Option<Box<Browser>> {
     let peer = connection.peer;
     let stream = &connection.stream;
     let (request, already_read) = match http::read_request(&connection) {
@@ -58,7 +83,7 @@ pub(crate) fn serve(
             if let Some((status, why)) = error.refusal(&connection, "web") {
                 finish(&connection, status, why, Body::Sent);
             }
-            return;
+            return None;
         }
     };
     let local_ip = stream.local_addr().map(|address| address.ip()).ok();
@@ -66,21 +91,23 @@ pub(crate) fn serve(
         info!("web {peer}: refused: {why}");
         connection.metrics.refused("bad_request");
         let body = Body::for_method(&request.method);
-        return finish(&connection, "403 Forbidden", &why, body);
+        finish(&connection, "403 Forbidden", &why, body);
+        return None;
     }
     let page = match (request.method.as_str(), request.path.as_str()) {
-        (_, "/ws") => return upgrade(connection, hub, limits, settings, request, already_read),
+        (_, "/ws") => return upgrade(connection, limits, settings, request, already_read),
         ("GET" | "HEAD", "/") => Some(("text/html; charset=utf-8", PAGE)),
         ("GET" | "HEAD", "/app.js") => Some(("text/javascript; charset=utf-8", SCRIPT)),
         ("GET" | "HEAD", "/app.css") => Some(("text/css; charset=utf-8", STYLE)),
         ("GET" | "HEAD", _) => None,
         _ => {
-            return finish(
+            finish(
                 &connection,
                 "405 Method Not Allowed",
                 "only GET and HEAD are served",
                 Body::Sent,
             );
+            return None;
         }
     };
     let sent = Body::for_method(&request.method);
@@ -92,17 +119,17 @@ pub(crate) fn serve(
         None => respond_error(&connection, "404 Not Found", "no such page", sent),
     };
     close(&connection);
+    None
 }
 
-/// Checks the WebSocket handshake and hands the connection to the chat.
+/// Checks the WebSocket handshake; the browser, if it is one the chat takes.
 fn upgrade(
     connection: Connection,
-    hub: &SyncSender<Event>,
     limits: ClientLimits,
     settings: &WebSettings,
     request: Request,
     already_read: Vec<u8>,
-) {
+) -> Option<Box<Browser>> {
     let peer = connection.peer;
     let key = match &request.websocket_key {
         Some(key) if request.method == "GET" && request.wants_websocket => key,
@@ -110,23 +137,25 @@ fn upgrade(
             info!("web {peer}: refused: bad WebSocket handshake");
             connection.metrics.refused("bad_handshake");
             let body = Body::for_method(&request.method);
-            return finish(
+            finish(
                 &connection,
                 "400 Bad Request",
                 "bad WebSocket handshake",
                 body,
             );
+            return None;
         }
     };
     if request.websocket_version.as_deref() != Some("13") {
         info!("web {peer}: refused: WebSocket version is not 13");
         connection.metrics.refused("bad_handshake");
-        return finish(
+        finish(
             &connection,
             "426 Upgrade Required",
             "WebSocket version 13 only",
             Body::for_method(&request.method),
         );
+        return None;
     }
     if let Err(refusal) = connection.become_client() {
         info!("web {peer}: refused: {}", refusal.reason());
@@ -138,21 +167,16 @@ fn upgrade(
             &refusal.line(),
             Body::Sent,
         );
-        return close(&connection);
+        close(&connection);
+        return None;
     }
     if let Err(error) = http::respond_switching_protocols(&connection, key) {
         debug!("web {peer}: handshake failed: {}", describe(&error));
-        return;
+        return None;
     }
     debug!("web {peer}: WebSocket open");
-    let mut input = WebSocketInput::new(
-        connection.stream.clone(),
-        connection.tls.clone(),
-        already_read,
-        limits.max_line,
-        settings.idle_timeout,
-    );
-    client_thread::serve_client(connection, hub, limits, &mut input);
+    let input = WebSocketInput::new(already_read, limits.max_line, settings.idle_timeout);
+    Some(Box::new(Browser { connection, input }))
 }
 
 /// Sends an error response (its body unless it answers HEAD) and closes.
