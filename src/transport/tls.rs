@@ -74,6 +74,14 @@ impl Tls {
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
             .map_err(|error| Error::Usage(format!("cannot use the TLS certificate: {error}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // A client that comes back (a browser reconnecting, a phone waking, a script's next
+        // nc) resumes its session from a ticket it keeps, instead of a full handshake: the
+        // server keeps nothing per session (rustls' default is a cache of 256 sessions in
+        // the server's memory, about 2 KiB each, which a classroom outgrows). The ticket
+        // keys are made at start-up and rotated every 6 hours.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|error| Error::Usage(format!("cannot make TLS session tickets: {error}")))?;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Tls {
             config: Arc::new(config),
             fingerprint,

@@ -358,3 +358,36 @@ fn a_client_that_ends_its_session_gets_the_server_s_close_notify() {
         .read_to_end(&mut rest)
         .expect("the server's close_notify before the end");
 }
+
+/// Session tickets: a client that comes back resumes its session, however many clients
+/// came in between (the server keeps no session of its own, so none is pushed out).
+#[test]
+fn a_client_that_comes_back_resumes_its_session_after_many_others() {
+    let certificate = test_certificate("resume");
+    let server = start_chat(Config {
+        tls: Some(Certificate::Files {
+            cert: certificate.cert.0.clone(),
+            key: certificate.key.0.clone(),
+        }),
+        ..Config::localhost()
+    });
+    let returning = client_config(&certificate.der);
+    let (mut first, _) = TlsClient::join(server.local_addr(), Arc::clone(&returning));
+    // TLS 1.3 tickets come after the handshake: a line back and forth has carried them.
+    first.send("/op nobody");
+    first.expect_line("! there are no operators");
+    drop(first);
+    // More clients than rustls' default server cache holds (256), each with its own
+    // client-side store, as many students' laptops would be.
+    let others = client_config(&certificate.der);
+    for _ in 0..300 {
+        let mut other = tls_stream(server.local_addr(), Arc::clone(&others));
+        let mut byte = [0u8; 1];
+        other.read_exact(&mut byte).expect("the welcome");
+    }
+    let (again, _) = TlsClient::join(server.local_addr(), returning);
+    assert_eq!(
+        again.reader.get_ref().conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
