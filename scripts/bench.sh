@@ -25,6 +25,9 @@
 #   scripts/bench.sh           the full run (about 17 minutes on 2 cores the host leaves alone)
 #   ROUNDS=5 scripts/bench.sh  five rounds (about 28 minutes): steadier medians
 #   scripts/bench.sh --quick   a smoke test of the harness (about two minutes), as CI runs it
+#   BENCH_SCENARIOS="capacity churn" BENCH_CLUSTER=0 scripts/bench.sh
+#                              only these plain-TCP scenarios and no cluster comparison (the
+#                              transports always run): a shorter run when only they changed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +37,7 @@ ROUNDS=${ROUNDS:-3}
 STEAL_LIMIT_MS_PER_S=20
 MAX_ATTEMPTS=3
 if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; ROUNDS=1; MAX_ATTEMPTS=1; fi
-SCENARIOS=(fanout fanout-large latency capacity churn stall big-room big-room-churn)
+read -ra SCENARIOS <<<"${BENCH_SCENARIOS:-fanout fanout-large latency capacity churn stall big-room big-room-churn}"
 TRANSPORTS=(ws tls wss)
 TRANSPORT_SCENARIOS=(fanout latency capacity churn)
 
@@ -52,6 +55,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 CLUSTER_SCENARIOS=(fanout latency)
+[ "${BENCH_CLUSTER:-1}" = 0 ] && CLUSTER_SCENARIOS=()
 if ! command -v redis-server >/dev/null; then
   echo "note: redis-server is not installed: the cluster comparison is skipped" >&2
   CLUSTER_SCENARIOS=()

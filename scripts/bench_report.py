@@ -682,7 +682,7 @@ if has_cluster:
              " Redis together.")
     report += f"\n{note4}\n\n{table4}\n\n{table5}\n"
 else:
-    report += "\nThe cluster comparison did not run (redis-server is not installed).\n"
+    report += "\nThe cluster comparison did not run (redis-server is not installed, or BENCH_CLUSTER=0).\n"
 report += transport_report
 print(report)
 

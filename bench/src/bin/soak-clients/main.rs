@@ -32,6 +32,12 @@ mod session;
 mod stats;
 mod telnet;
 mod terminal;
+#[path = "../../wire/trust.rs"]
+#[expect(
+    dead_code,
+    reason = "the soak names its TLS node by address, not SERVER_NAME"
+)]
+mod trust;
 mod wire;
 
 use std::net::SocketAddr;
