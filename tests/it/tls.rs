@@ -21,6 +21,16 @@ struct TestCertificate {
     der: CertificateDer<'static>,
 }
 
+impl TestCertificate {
+    /// The server's side: its certificate and key, as files.
+    fn files(&self) -> Certificate {
+        Certificate::Files {
+            cert: self.cert.0.clone(),
+            key: self.key.0.clone(),
+        }
+    }
+}
+
 fn test_certificate(name: &str) -> TestCertificate {
     let made =
         rcgen::generate_simple_self_signed(vec![String::from("localhost")]).expect("a certificate");
@@ -107,10 +117,7 @@ impl TlsClient {
 fn clients_chat_over_tls_with_a_certificate_from_files() {
     let certificate = test_certificate("files");
     let server = start_chat(Config {
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         ..Config::localhost()
     });
     let config = client_config(&certificate.der);
@@ -224,10 +231,7 @@ fn openssl_ncat_and_socat_chat_with_a_self_signed_server_whose_fingerprint_is_lo
 fn a_stalled_or_failed_handshake_never_holds_up_anyone_else() {
     let certificate = test_certificate("stall");
     let server = start_chat(Config {
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         ..Config::localhost()
     });
     let address = server.local_addr();
@@ -263,10 +267,7 @@ fn a_stalled_or_failed_handshake_never_holds_up_anyone_else() {
 fn the_page_and_its_websocket_work_over_https_and_wss() {
     let certificate = test_certificate("web");
     let server = start_chat(Config {
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         web: Some(String::from("127.0.0.1:0")),
         ..Config::localhost()
     });
@@ -310,10 +311,7 @@ fn stalled_handshakes_hold_no_client_place_and_a_full_server_says_so_over_tls() 
     let certificate = test_certificate("places");
     let server = start_chat(Config {
         max_clients: 2,
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         ..Config::localhost()
     });
     let address = server.local_addr();
@@ -341,10 +339,7 @@ fn stalled_handshakes_hold_no_client_place_and_a_full_server_says_so_over_tls() 
 fn a_client_that_ends_its_session_gets_the_server_s_close_notify() {
     let certificate = test_certificate("close-notify");
     let server = start_chat(Config {
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         ..Config::localhost()
     });
     let (mut ann, _) = TlsClient::join(server.local_addr(), client_config(&certificate.der));
@@ -365,10 +360,7 @@ fn a_client_that_ends_its_session_gets_the_server_s_close_notify() {
 fn a_client_that_comes_back_resumes_its_session_after_many_others() {
     let certificate = test_certificate("resume");
     let server = start_chat(Config {
-        tls: Some(Certificate::Files {
-            cert: certificate.cert.0.clone(),
-            key: certificate.key.0.clone(),
-        }),
+        tls: Some(certificate.files()),
         ..Config::localhost()
     });
     let returning = client_config(&certificate.der);
