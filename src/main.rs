@@ -263,8 +263,27 @@ fn use_one_allocator_arena() {
     }
 }
 
+/// The settings read from the environment. One set but empty counts as unset, as systemd's
+/// `Environment=TCPCHAT_HISTORY_DB=` or an empty line in /etc/default/tcpchat means:
+/// `TCPCHAT_HISTORY_DB=` keeps the history in memory instead of failing on a missing value.
+const SETTINGS_FROM_ENVIRONMENT: [&str; 3] = [
+    "TCPCHAT_HISTORY_DB",
+    "TCPCHAT_CLUSTER",
+    "TCPCHAT_OP_PASSWORD",
+];
+
+fn forget_empty_settings() {
+    for name in SETTINGS_FROM_ENVIRONMENT {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // SAFETY: no other thread exists yet to read the environment.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
+}
+
 fn main() -> ExitCode {
     use_one_allocator_arena();
+    forget_empty_settings();
     if std::env::args_os()
         .nth(1)
         .is_some_and(|first| first == GENERATE_ASSETS)

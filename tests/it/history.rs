@@ -338,3 +338,26 @@ fn a_cluster_node_takes_the_shared_history_and_falls_back_on_its_file() {
     redis.restart();
     shows_history_once(node("a"));
 }
+
+/// `TCPCHAT_HISTORY_DB=` (set but empty, as a line in /etc/default/tcpchat turns the
+/// service's file off) keeps the history in memory, as an unset variable does.
+#[test]
+fn an_empty_history_db_variable_keeps_the_history_in_memory() {
+    let folder = TempDir::new("history-empty-env");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tcpchat"));
+    command
+        .current_dir(&folder.0)
+        .env("TCPCHAT_HISTORY_DB", "")
+        .args(["--host", "127.0.0.1", "--port", "0", "--drain-timeout", "0"]);
+    let (child, log) = crate::support::spawn_with_log(command);
+    let mut server = BinaryServer::from_child(child, log);
+    let (mut ann, _) = LineClient::join(server.address);
+    ann.send("kept in memory");
+    let (mut bob, _) = LineClient::join(server.address);
+    assert_eq!(history_shown(&mut bob).len(), 1);
+    server.signal("INT");
+    let (status, _) = server.wait_exit();
+    assert!(status.success(), "{status}");
+    let files: Vec<_> = std::fs::read_dir(&folder.0).expect("folder").collect();
+    assert!(files.is_empty(), "no history file: {files:?}");
+}
