@@ -350,7 +350,7 @@ fn an_empty_history_db_variable_keeps_the_history_in_memory() {
         .env("TCPCHAT_HISTORY_DB", "")
         .args(["--host", "127.0.0.1", "--port", "0", "--drain-timeout", "0"]);
     let (child, log) = crate::support::spawn_with_log(command);
-    let mut server = BinaryServer::from_child(child, log);
+    let server = BinaryServer::from_child(child, log);
     let (mut ann, _) = LineClient::join(server.address);
     ann.send("kept in memory");
     let (mut bob, _) = LineClient::join(server.address);
