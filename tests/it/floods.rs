@@ -43,7 +43,8 @@ fn held_back(kind: ErrorKind) -> bool {
     matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// A masked client frame with no payload: `0x89` a ping, `0x81` a text frame.
+/// A masked client frame with no payload: `0x89` a ping, `0x81` a text frame, `0x01` a
+/// text message's first piece, `0x00` a piece that continues it.
 fn empty_frame(first_byte: u8) -> [u8; 6] {
     [first_byte, 0x80, 1, 2, 3, 4]
 }
@@ -81,9 +82,17 @@ fn websocket_ping_and_empty_frame_floods_are_paced() {
         ..Config::localhost()
     });
     let metrics = server.metrics_addr().expect("metrics port");
-    for first_byte in [0x89, 0x81] {
+    // Pings, empty messages, and a message begun and then continued by empty pieces
+    // forever (never a whole message, so nothing but its bytes can pay for it).
+    for first_byte in [0x89, 0x81, 0x00] {
         let pauses_before = flood_pauses(metrics);
         let mut flooder = Browser::connect(web);
+        if first_byte == 0x00 {
+            flooder
+                .stream()
+                .write_all(&empty_frame(0x01))
+                .expect("a message's first piece");
+        }
         let (ended, written) =
             write_until_held(flooder.stream(), &empty_frame(first_byte), 64 << 20);
         assert!(

@@ -40,7 +40,11 @@ pub(crate) struct WebSocketInput {
     last_heard: Instant,
     /// The message whose lines are being taken, a few per read.
     message: Option<PendingMessage>,
+    /// Counts every byte received into flood-control tokens, frames that make no message
+    /// (pieces of one, empty ones) included.
     bytes: ByteMeter,
+    /// Tokens the bytes received so far cost, not yet charged.
+    unpaid: u32,
     /// Frames for the hub to send (pongs, a ping, the close frame).
     replies: Vec<u8>,
     /// A close frame was written: the connection is over.
@@ -148,6 +152,7 @@ impl WebSocketInput {
             last_heard: Instant::now(),
             message: None,
             bytes: ByteMeter::default(),
+            unpaid: 0,
             replies: Vec::new(),
             closed: false,
         }
@@ -200,12 +205,16 @@ impl WebSocketInput {
         }
         let received = match connection.wait_for_data() {
             Ok(()) => read_available(connection, &mut self.frames),
-            Err(ended) => ended,
+            Err(ended) => Err(ended),
         };
         match received {
-            Received::Data(_) => None,
-            Received::Closed => Some(End::Closed),
-            Received::IdleTimeout => {
+            Ok(count) => {
+                self.unpaid = self.unpaid.saturating_add(self.bytes.charge(count));
+                None
+            }
+            Err(Received::Data(_)) => None,
+            Err(Received::Closed) => Some(End::Closed),
+            Err(Received::IdleTimeout) => {
                 let silent_for = self.last_heard.elapsed();
                 if self.idle_timeout.is_some_and(|limit| silent_for >= limit) {
                     Some(End::IdleTimeout)
@@ -214,7 +223,7 @@ impl WebSocketInput {
                     None
                 }
             }
-            Received::Failed(error) => {
+            Err(Received::Failed(error)) => {
                 Some(End::Failed(format!("read failed: {}", describe(&error))))
             }
         }
@@ -222,18 +231,21 @@ impl WebSocketInput {
 }
 
 /// Reads what has arrived into `frames`, through a buffer that is on the stack only for
-/// this call (never while the thread waits).
+/// this call (never while the thread waits); returns how many bytes.
 #[inline(never)]
-fn read_available(connection: &Connection, frames: &mut FrameReader) -> Received<'static> {
+fn read_available(
+    connection: &Connection,
+    frames: &mut FrameReader,
+) -> Result<usize, Received<'static>> {
     let mut chunk = [0u8; READ_CHUNK];
     match connection.receive(&mut chunk) {
         Received::Data(bytes) => {
             frames.receive(bytes);
-            Received::Data(&[])
+            Ok(bytes.len())
         }
-        Received::Closed => Received::Closed,
-        Received::IdleTimeout => Received::IdleTimeout,
-        Received::Failed(error) => Received::Failed(error),
+        Received::Closed => Err(Received::Closed),
+        Received::IdleTimeout => Err(Received::IdleTimeout),
+        Received::Failed(error) => Err(Received::Failed(error)),
     }
 }
 
@@ -255,9 +267,8 @@ impl ClientInput for WebSocketInput {
                 match self.frames.next() {
                     Ok(Some(Frame::Text(text))) => {
                         self.last_heard = Instant::now();
-                        cost = self.bytes.charge(text.len());
                         self.message = Some(PendingMessage::new(text));
-                        cost = cost.saturating_add(self.take_lines(inputs));
+                        cost = self.take_lines(inputs);
                         break None;
                     }
                     // A ping answered and a pong read are paced like a line, so a flood of
@@ -292,6 +303,7 @@ impl ClientInput for WebSocketInput {
                 }
             }
         };
+        let cost = cost.saturating_add(std::mem::take(&mut self.unpaid));
         let bytes = std::mem::take(&mut self.replies);
         ReadOutcome {
             direct: (!bytes.is_empty()).then(|| {
