@@ -74,8 +74,12 @@ struct Header {
 /// Frames from one browser, taken as their bytes arrive.
 #[derive(Default)]
 pub(crate) struct FrameReader {
-    /// Bytes received and not yet taken as frames; unallocated between frames.
+    /// Bytes received, from `taken` on not yet taken as frames; unallocated between frames.
     pending: Vec<u8>,
+    /// Where the frames not yet taken start in `pending`: the bytes before it go when more
+    /// arrive, not frame by frame (a read of many small frames would move the rest once
+    /// per frame).
+    taken: usize,
     /// The text so far of a message sent in pieces (a text frame without FIN, then
     /// continuations).
     fragments: Option<Vec<u8>>,
@@ -86,19 +90,22 @@ impl FrameReader {
     pub(crate) fn new(already_read: Vec<u8>) -> FrameReader {
         FrameReader {
             pending: already_read,
+            taken: 0,
             fragments: None,
         }
     }
 
     /// Adds bytes as they arrived from the browser.
     pub(crate) fn receive(&mut self, bytes: &[u8]) {
+        self.pending.drain(..self.taken);
+        self.taken = 0;
         self.pending.extend_from_slice(bytes);
     }
 
     /// Bytes held for frames not yet complete (and their message so far).
     #[cfg(any(fuzzing, test))]
     pub(crate) fn held(&self) -> usize {
-        self.pending.len() + self.fragments.as_ref().map_or(0, Vec::len)
+        self.pending.len() - self.taken + self.fragments.as_ref().map_or(0, Vec::len)
     }
 
     /// The next frame that means something, `None` when more bytes are needed.
@@ -107,19 +114,21 @@ impl FrameReader {
             let Some(header) = self.header()? else {
                 return Ok(None);
             };
-            let end = header.size + header.payload;
+            let start = self.taken + header.size;
+            let end = start + header.payload;
             if self.pending.len() < end {
                 return Ok(None);
             }
-            let mut payload = self.pending[header.size..end].to_vec();
+            let mut payload = self.pending[start..end].to_vec();
             for (index, byte) in payload.iter_mut().enumerate() {
                 *byte ^= header.mask[index % 4];
             }
             if self.pending.len() == end {
                 // Between frames the reader holds nothing.
                 self.pending = Vec::new();
+                self.taken = 0;
             } else {
-                self.pending.drain(..end);
+                self.taken = end;
             }
             if let Some(frame) = self.meaning(&header, payload)? {
                 return Ok(Some(frame));
@@ -127,9 +136,9 @@ impl FrameReader {
         }
     }
 
-    /// Parses the header at the start of `pending`, `None` if it has not wholly arrived.
+    /// Parses the header of the next frame, `None` if it has not wholly arrived.
     fn header(&self) -> Result<Option<Header>, Violation> {
-        let bytes = &self.pending;
+        let bytes = &self.pending[self.taken..];
         let (Some(&first), Some(&second)) = (bytes.first(), bytes.get(1)) else {
             return Ok(None);
         };
@@ -344,6 +353,23 @@ mod tests {
         );
         assert_eq!(reader.held(), 0);
         assert_eq!(reader.pending.capacity(), 0, "its buffer given back");
+    }
+
+    #[test]
+    fn a_read_of_many_frames_gives_them_one_by_one_and_then_holds_nothing() {
+        let bytes = client_frame(0x89, b"p").repeat(1000);
+        let mut reader = FrameReader::default();
+        reader.receive(&bytes[..bytes.len() - 3]);
+        let mut pings = 0;
+        while let Some(frame) = reader.next().expect("valid frames") {
+            assert_eq!(frame, Frame::Ping(b"p".to_vec()));
+            pings += 1;
+        }
+        assert_eq!((pings, reader.held()), (999, 4));
+        reader.receive(&bytes[bytes.len() - 3..]);
+        assert_eq!(reader.next(), Ok(Some(Frame::Ping(b"p".to_vec()))));
+        assert_eq!(reader.next(), Ok(None));
+        assert_eq!((reader.held(), reader.pending.capacity()), (0, 0));
     }
 
     #[test]
