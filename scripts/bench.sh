@@ -22,8 +22,8 @@
 # into target/bench-node/; without node, npm or openssl, those columns are skipped, with a
 # note.
 #
-#   scripts/bench.sh           the full run (about 17 minutes on 2 cores the host leaves alone)
-#   ROUNDS=5 scripts/bench.sh  five rounds (about 28 minutes): steadier medians
+#   scripts/bench.sh           the full run (about 35 minutes on 2 cores the host leaves alone)
+#   ROUNDS=5 scripts/bench.sh  five rounds (about an hour): steadier medians
 #   scripts/bench.sh --quick   a smoke test of the harness (about two minutes), as CI runs it
 #   BENCH_SCENARIOS="capacity churn" BENCH_CLUSTER=0 scripts/bench.sh
 #                              only these plain-TCP scenarios and no cluster comparison (the
