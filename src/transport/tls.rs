@@ -183,22 +183,12 @@ impl TlsSession {
     /// with the lock released. 0 means the client closed (or sent close_notify).
     pub(crate) fn read(&self, stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
         loop {
-            {
-                let mut connection = self.connection.lock();
-                match connection.reader().read(buffer) {
-                    Ok(count) => return Ok(count),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            // Wait for the ciphertext before the buffer it is read into is on the stack: an
-            // idle client's thread then waits without that page (a system call more per
-            // read, which is per batch of records, not per line sent to anyone).
-            if stream.peek(&mut [0u8; 1])? == 0 {
+            if self.wait_for_plaintext(stream)? == 0 {
                 return Ok(0);
             }
-            if self.decrypt_available(stream)? == 0 {
-                return Ok(0);
+            match self.connection.lock().reader().read(buffer) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                read => return read,
             }
         }
     }
@@ -219,6 +209,9 @@ impl TlsSession {
                     return Ok(0);
                 }
             }
+            // Wait for the ciphertext before the buffer it is read into is on the stack: an
+            // idle client's thread then waits without that page (a system call more per
+            // read, which is per batch of records, not per line sent to anyone).
             if stream.peek(&mut [0u8; 1])? == 0 || self.decrypt_available(stream)? == 0 {
                 return Ok(0);
             }
